@@ -1,0 +1,44 @@
+"""cnnkit: build, check, train, look inside and deploy convolutional neural networks, on NumPy.
+
+The public API is re-exported here; heavy modules are imported on first use so that
+``import cnnkit`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# name -> module that defines it (imported lazily on first access)
+_EXPORTS = {
+    # errors
+    "CnnkitError": "errors", "UserInputError": "errors", "ShapeError": "errors", "SpecError": "errors",
+    "LabelError": "errors", "ImageError": "errors", "DatasetError": "errors", "DownloadError": "errors",
+    "ModelFormatError": "errors", "NonFiniteLossError": "errors", "MissingExtraError": "errors",
+    # layers and models
+    "Layer": "layers", "Parameter": "layers", "Conv2d": "layers", "MaxPool2d": "layers",
+    "AvgPool2d": "layers", "GlobalAvgPool2d": "layers", "Linear": "layers", "Flatten": "layers",
+    "ReLU": "layers", "LeakyReLU": "layers", "Sigmoid": "layers", "Tanh": "layers",
+    "BatchNorm2d": "layers", "Dropout": "layers",
+    "Sequential": "model",
+    "model_from_config": "spec", "parse_inline": "spec", "resolve_model": "spec",
+    "builtin_spec": "zoo", "BUILTIN_MODELS": "zoo",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cnnkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_EXPORTS))
+
+
+__all__ = ["__version__", *_EXPORTS]
