@@ -50,6 +50,9 @@ class Sequential:
         self._rng = rng
         self.input_shape: Shape | None = None
         self.training = True
+        # Set when the model is trained on or loaded with a dataset; saved in model files.
+        self.class_names: list[str] | None = None
+        self.preprocessing: dict[str, Any] | None = None
         self._name_layers()
         if input_shape is not None:
             self.build(input_shape)
@@ -228,6 +231,21 @@ class Sequential:
         for i in range(len(self.layers) - 1, -1, -1):
             dy, grads[i] = self.layers[i].backward_cached(dy, caches[i], need_input_grad or i > 0)
         return dy, grads
+
+    def activations(self, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """Every layer's output for ``x`` in evaluation mode: ``[(layer_name, y), …]``, low → high."""
+        x = self._prepare(x)
+        was_training = self.training
+        self.eval()
+        outs = []
+        try:
+            for layer in self.layers:
+                x, _ = layer.forward_cached(x)
+                outs.append((layer.name, x))
+        finally:
+            if was_training:
+                self.train()
+        return outs
 
     def logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Outputs of the last layer in evaluation mode, computed in batches; the mode is restored."""
