@@ -21,6 +21,7 @@ from ..errors import CnnkitError, UserInputError
 COMMAND_MODULES = (
     "summary",
     "calc",
+    "check_gradients",
 )
 
 

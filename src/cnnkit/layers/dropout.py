@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import SpecError
+from ..errors import ShapeError, SpecError
 from ..kernels.dropout import dropout_backward, dropout_forward
 from .base import Layer, Shape
 
@@ -42,11 +42,18 @@ class Dropout(Layer):
         self.rng = np.random.default_rng(rng.integers(0, 2**63))
 
     def forward_cached(self, x):
+        # The cache is (mask,), with mask None when the layer is the identity (eval mode or p = 0):
+        # a bare None would read as "no forward yet" to Layer.backward.
         if not self.training or self.p == 0:
-            return x, None
-        return dropout_forward(x, self.p, self.rng)
+            return x, (None,)
+        if self.rng is None:
+            raise ShapeError(f"{self.label} is not built: call build(input_shape) first, "
+                             "or put it in a Sequential with an input shape")
+        y, mask = dropout_forward(x, self.p, self.rng)
+        return y, (mask,)
 
     def backward_cached(self, dy, cache, need_dx=True):
         if not need_dx:
             return None, {}
-        return (dy if cache is None else dropout_backward(dy, cache)), {}
+        (mask,) = cache
+        return (dy if mask is None else dropout_backward(dy, mask)), {}
