@@ -1,0 +1,139 @@
+"""conv2d kernels: equal to the loop oracle, right in both dtypes, thread-safe, workspace-safe."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import zlib
+
+import numpy as np
+import pytest
+
+import reference as ref
+from cnnkit import shapes
+from cnnkit.kernels.conv import conv2d_backward, conv2d_forward, im2col
+
+
+def _cases():
+    """Every stride 1–3 × padding 0, 1, 2, 'same' × dilation 1–2 × C ∈ {1, 3} × K ∈ {1, 4}, with
+    non-square inputs and (cycling) rectangular filters, each drawn so that the output exists."""
+    filters = itertools.cycle([(3, 3), (2, 3), (3, 1), (1, 2), (2, 2), (1, 1)])
+    out = []
+    for s, p, d, c, k in itertools.product((1, 2, 3), (0, 1, 2, "same"), (1, 2), (1, 3), (1, 4)):
+        fh, fw = next(filters)
+        out.append(pytest.param((6, 7), (fh, fw), s, p, d, c, k, id=f"S{s}-P{p}-D{d}-C{c}-K{k}-F{fh}x{fw}"))
+    out.append(pytest.param((5, 9), (5, 2), (2, 3), ((0, 2), (1, 0)), (1, 2), 2, 3, id="asymmetric"))
+    out.append(pytest.param((4, 4), (1, 1), 1, 0, 1, 3, 4, id="1x1"))
+    out.append(pytest.param((3, 3), (3, 3), 1, 3, 1, 1, 2, id="pad-larger-than-filter"))
+    return out
+
+
+@pytest.mark.parametrize("hw, f, s, p, d, c, k", _cases())
+def test_forward_and_backward_equal_the_loop_oracle(hw, f, s, p, d, c, k):
+    rng = np.random.default_rng(zlib.crc32(repr((hw, f, s, p, d, c, k)).encode()))
+    stride, dilation = shapes.pair(s), shapes.pair(d)
+    pads = shapes.resolve_padding(p, hw, f, stride, dilation)
+    x = rng.standard_normal((2, *hw, c))
+    w = rng.standard_normal((*f, c, k))
+    b = rng.standard_normal(k)
+
+    y, cache = conv2d_forward(x, w, b, stride, pads, dilation)
+    y_ref = ref.conv2d_forward(x, w, b, stride, pads, dilation)
+    assert y.shape == y_ref.shape
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = conv2d_backward(dy, cache)
+    dx_ref, dw_ref, db_ref = ref.conv2d_backward(dy, x, w, stride, pads, dilation)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db, db_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_same_padding_keeps_the_size_at_stride_one(rng):
+    x = rng.standard_normal((1, 7, 10, 2))
+    for f, d in [((3, 3), (1, 1)), ((4, 2), (1, 1)), ((3, 5), (2, 1))]:
+        pads = shapes.resolve_padding("same", (7, 10), f, (1, 1), d)
+        y, _ = conv2d_forward(x, rng.standard_normal((*f, 2, 3)), None, (1, 1), pads, d)
+        assert y.shape == (1, 7, 10, 3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_preserved_and_float32_close_to_the_oracle(dtype, rng):
+    x = rng.standard_normal((3, 9, 8, 3)).astype(dtype)
+    w = rng.standard_normal((3, 3, 3, 4)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    for stride in [(1, 1), (2, 2)]:
+        pads = ((1, 1), (1, 1))
+        y, cache = conv2d_forward(x, w, b, stride, pads)
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        dx, dw, db = conv2d_backward(dy, cache)
+        assert {a.dtype for a in (y, dx, dw, db)} == {np.dtype(dtype)}
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(y, ref.conv2d_forward(x, w, b, stride, pads), rtol=tol, atol=tol)
+        for got, want in zip((dx, dw, db), ref.conv2d_backward(dy, x, w, stride, pads)):
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)
+
+
+def test_float64_weights_do_not_upcast_a_float32_input(rng):
+    x = rng.standard_normal((1, 4, 4, 2)).astype(np.float32)
+    y, cache = conv2d_forward(x, rng.standard_normal((3, 3, 2, 2)), np.zeros(2), (1, 1), ((1, 1), (1, 1)))
+    assert y.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in conv2d_backward(y, cache))
+
+
+def test_need_dx_false_skips_dx_and_no_bias_gives_no_db(rng):
+    x = rng.standard_normal((2, 5, 5, 1))
+    y, cache = conv2d_forward(x, rng.standard_normal((3, 3, 1, 2)), None)
+    dx, dw, db = conv2d_backward(np.ones_like(y), cache, need_dx=False)
+    assert dx is None and db is None and dw.shape == (3, 3, 1, 2)
+
+
+def test_im2col_rows_are_the_windows():
+    x = np.arange(1 * 3 * 4 * 2, dtype=np.float64).reshape(1, 3, 4, 2)
+    cols = im2col(x, 2, 2, (1, 2), (1, 1), (2, 2))
+    # row (oh=1, ow=1): window rows 1-2, cols 2-3, flattened (FH, FW, C)
+    np.testing.assert_array_equal(cols[3], x[0, 1:3, 2:4, :].ravel())
+    assert cols.flags.c_contiguous
+
+
+@pytest.mark.parametrize("stride, pads", [((1, 1), ((1, 1), (1, 1))), ((2, 1), ((0, 1), (1, 0)))])
+def test_a_reused_workspace_gives_the_same_results(stride, pads, rng):
+    w = rng.standard_normal((3, 2, 3, 4))
+    ws: dict = {}
+    for _ in range(3):  # the second and third calls reuse every buffer
+        x = rng.standard_normal((2, 6, 7, 3))
+        y, cache = conv2d_forward(x, w, None, stride, pads, workspace=ws)
+        dy = rng.standard_normal(y.shape)
+        dx, dw, _ = conv2d_backward(dy, cache, workspace=ws)
+        y0, cache0 = conv2d_forward(x, w, None, stride, pads)
+        dx0, dw0, _ = conv2d_backward(dy, cache0)
+        np.testing.assert_array_equal(y, y0)
+        np.testing.assert_array_equal(dx, dx0)
+        np.testing.assert_array_equal(dw, dw0)
+    assert ws  # the buffers were kept
+
+
+def test_two_threads_running_shards_at_once_get_the_sequential_results(rng):
+    x = rng.standard_normal((8, 12, 12, 3)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 3, 8)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    dy = rng.standard_normal((8, 12, 12, 8)).astype(np.float32)
+    pads = ((1, 1), (1, 1))
+
+    def step(lo, hi):
+        y, cache = conv2d_forward(x[lo:hi], w, b, (1, 1), pads)
+        return (y, *conv2d_backward(dy[lo:hi], cache))
+
+    expected = [step(0, 4), step(4, 8)]
+    results: list = [None, None]
+    for _ in range(5):
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, step(4 * i, 4 * i + 4)))
+                   for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for got, want in zip(results, expected):
+            for a, e in zip(got, want):
+                np.testing.assert_array_equal(a, e)
