@@ -61,21 +61,38 @@ def layer_from_config(cfg: dict[str, Any], where: str = "spec") -> Layer:
 
 
 def model_from_config(cfg: dict[str, Any] | list, input_shape: Sequence[int] | None = None, *,
-                      seed: int = 0, dtype=None, name: str | None = None) -> Sequential:
+                      seed: int = 0, dtype=None, name: str | None = None, build: bool = True) -> Sequential:
     """Build a :class:`Sequential` from a spec dict (or a bare list of layers).
 
-    ``input_shape`` overrides the spec's; the model is built when either gives one.
+    ``input_shape`` overrides the spec's; the model is built when either gives one and ``build``
+    is True. With ``build=False`` no weights are drawn (a summary needs only the shapes): pass
+    :func:`spec_input_shape` of the spec to :meth:`Sequential.shapes`.
     """
     if isinstance(cfg, list):
         cfg = {"layers": cfg}
     if not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list) or not cfg["layers"]:
         raise SpecError("model spec: expected an object with a non-empty \"layers\" list")
     layers = [layer_from_config(c, f"layer {i + 1}") for i, c in enumerate(cfg["layers"])]
-    shape = input_shape if input_shape is not None else cfg.get("input_shape")
-    if shape is not None and (not isinstance(shape, (list, tuple)) or len(shape) != 3):
-        raise SpecError(f"model spec: input_shape must be [H, W, C]. Received: {shape!r}")
-    return Sequential(layers, input_shape=shape, seed=seed, dtype=dtype or cfg.get("dtype", "float32"),
-                      name=name or cfg.get("name", "model"))
+    shape = spec_input_shape(cfg, input_shape)
+    model_name = name or cfg.get("name", "model")
+    if not isinstance(model_name, str):
+        raise SpecError(f"model spec: name must be a string. Received: {model_name!r}")
+    dtype = dtype or cfg.get("dtype", "float32")
+    try:
+        return Sequential(layers, input_shape=shape if build else None, seed=seed, dtype=dtype, name=model_name)
+    except TypeError:
+        raise SpecError(f"model spec: dtype must be float32 or float64. Received: {dtype!r}") from None
+
+
+def spec_input_shape(cfg: dict[str, Any] | list, input_shape: Sequence[int] | None = None) -> tuple[int, ...] | None:
+    """``input_shape`` if given, else the spec's ``"input_shape"`` (or None), checked to be [H, W, C]."""
+    shape = input_shape if input_shape is not None else (cfg.get("input_shape") if isinstance(cfg, dict) else None)
+    if shape is None:
+        return None
+    if (not isinstance(shape, (list, tuple)) or len(shape) != 3
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape)):
+        raise SpecError(f"model spec: input_shape must be [H, W, C] with positive integers. Received: {shape!r}")
+    return tuple(shape)
 
 
 # ------------------------------------------------------------------------- inline specs
@@ -134,6 +151,8 @@ def parse_inline(text: str) -> list[dict[str, Any]]:
         for key, arg in zip(positional, node.args):
             cfg[key] = _literal(arg, where)
         for kw in node.keywords:
+            if kw.arg is None:
+                raise SpecError(f"{where}: '**' arguments are not allowed; example: {INLINE_EXAMPLE}")
             cfg[kw.arg] = _literal(kw.value, where)
         configs.append(cfg)
     if not configs:
@@ -142,34 +161,65 @@ def parse_inline(text: str) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------- resolving a MODEL|SPEC argument
-def resolve_model(text: str, input_shape: Sequence[int] | None = None, *, classes: int | None = None,
-                  seed: int = 0, dtype=None) -> Sequential:
-    """A built-in name, a JSON spec file, a model file (``.npz``) or an inline spec → a model.
+def resolve_spec(text: str, input_shape: Sequence[int] | None = None, *, classes: int | None = None) -> dict[str, Any]:
+    """A built-in name, a JSON spec file, a model file (``.npz``) or an inline spec → a spec dict.
 
-    Built-in models take ``input_shape`` and ``classes`` (the last layer's outputs) when given.
+    Built-in models take ``input_shape`` and ``classes`` (the last layer's outputs) when given;
+    ``input_shape`` otherwise replaces the spec's.
+
+    >>> resolve_spec("lenet5")["input_shape"]
+    [28, 28, 1]
+    >>> [layer["type"] for layer in resolve_spec("conv(4,5)-relu", (32, 32, 3))["layers"]]
+    ['conv2d', 'relu']
     """
     from .zoo import BUILTIN_MODELS, builtin_spec
 
+    if not isinstance(text, str) or not text.strip():
+        raise SpecError(f"model: expected a built-in name, a .json spec, a .npz model file or an inline spec; "
+                        f"received {text!r}")
     key = text.strip().lower()
     if key in BUILTIN_MODELS:
-        return model_from_config(builtin_spec(key, input_shape, classes), seed=seed, dtype=dtype)
+        return builtin_spec(key, input_shape, classes)
     path = Path(text)
-    if text.endswith(".json") or (path.suffix == ".json"):
+    if path.suffix.lower() == ".json":
         if not path.is_file():
             raise SpecError(f"spec file {text!r} not found")
         try:
-            cfg = json.loads(path.read_text())
+            cfg = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise SpecError(f"spec file {text!r} is not valid JSON: {e}") from None
-        return model_from_config(cfg, input_shape, seed=seed, dtype=dtype, name=path.stem)
-    if text.endswith(".npz"):
+        if isinstance(cfg, list):
+            cfg = {"layers": cfg}
+        if not isinstance(cfg, dict):
+            raise SpecError(f"spec file {text!r}: expected an object with a \"layers\" list or a list of layers")
+        cfg = {"name": path.stem, **cfg}
+    elif path.suffix.lower() == ".npz":
+        from .io import load
+
+        cfg = load(text).config()
+    elif any(ch in text for ch in "(-,") or key.replace("_", "") in LAYER_CLASSES or key.replace("_", "") in LAYER_ALIASES:
+        cfg = {"name": "inline", "layers": parse_inline(text)}
+    else:
+        raise SpecError(f"unknown model {text!r}; expected one of {', '.join(BUILTIN_MODELS)}, a .json spec file, "
+                        f"a model.npz file, or an inline spec such as {INLINE_EXAMPLE!r}")
+    if input_shape is not None:
+        cfg = {**cfg, "input_shape": list(input_shape)}
+    return cfg
+
+
+def resolve_model(text: str, input_shape: Sequence[int] | None = None, *, classes: int | None = None,
+                  seed: int = 0, dtype=None, build: bool = True) -> Sequential:
+    """A built-in name, a JSON spec file, a model file (``.npz``) or an inline spec → a model.
+
+    Built-in models take ``input_shape`` and ``classes`` (the last layer's outputs) when given.
+    A model file keeps its weights unless another ``input_shape`` asks for a rebuilt model.
+    """
+    if isinstance(text, str) and text.lower().endswith(".npz"):
         from .io import load
 
         model = load(text)
-        if input_shape is not None and tuple(input_shape) != model.input_shape:
-            return model_from_config(model.config(), input_shape, seed=seed, dtype=dtype)
-        return model
-    if any(ch in text for ch in "(-,") or key in LAYER_CLASSES or key in LAYER_ALIASES:
-        return model_from_config(parse_inline(text), input_shape, seed=seed, dtype=dtype, name="inline")
-    raise SpecError(f"unknown model {text!r}; expected one of {', '.join(BUILTIN_MODELS)}, a .json spec file, "
-                    f"a model.npz file, or an inline spec such as {INLINE_EXAMPLE!r}")
+        if input_shape is None or tuple(input_shape) == model.input_shape:
+            return model
+        return model_from_config(model.config(), input_shape, seed=seed, dtype=dtype, build=build)
+    cfg = resolve_spec(text, input_shape, classes=classes)
+    return model_from_config(cfg, seed=seed, dtype=dtype, build=build)
