@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import SpecError
+from .errors import SpecError, UserInputError
 from .layers import LAYER_ALIASES, LAYER_CLASSES, Layer
 from .model import Sequential
 
@@ -58,6 +58,8 @@ def layer_from_config(cfg: dict[str, Any], where: str = "spec") -> Layer:
         return cls(**args)
     except TypeError as e:
         raise SpecError(f"{where} ({cls.type_name}): {e}") from None
+    except UserInputError as e:  # the layer's own check: say which layer of the spec it is
+        raise type(e)(f"{where}: {e}") from None
 
 
 def model_from_config(cfg: dict[str, Any] | list, input_shape: Sequence[int] | None = None, *,

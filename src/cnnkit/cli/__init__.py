@@ -40,8 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMAND_MODULES:
-        importlib.import_module(f".{name}", __name__).register(sub)
+        try:
+            module = importlib.import_module(f".{name}", __name__)
+        except Exception as e:  # one broken command must not take --version and the others down
+            _register_broken(sub, name, e)
+            continue
+        module.register(sub)
     return parser
+
+
+def _register_broken(sub, name: str, error: Exception) -> None:
+    """A stand-in for a sub-command whose module failed to import: using it is an internal error."""
+
+    def fail(args) -> int:
+        raise RuntimeError(f"the {name!r} command could not be loaded: {type(error).__name__}: {error}")
+
+    p = sub.add_parser(name.replace("_", "-"), help="(unavailable: failed to load)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=fail, _parser=p)
 
 
 def main(argv: list[str] | None = None) -> int:
