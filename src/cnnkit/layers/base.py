@@ -9,6 +9,14 @@ Two ways to run a layer:
   on the layer and ``backward`` *writes* (does not accumulate) each parameter's ``.grad``.
 * ``y, cache = layer.forward_cached(x)`` then ``dx, grads = layer.backward_cached(dy, cache)``:
   nothing is stored on the layer, so two batch shards can run at once in two threads.
+
+Layers whose kernels take a ``workspace`` (Conv2d) keep one dict of scratch buffers for the
+stateful pair only, so a training loop reuses its large buffers from step to step; the pure pair
+allocates per call unless the caller passes its own ``workspace=`` (one per shard/thread).
+
+dtype rule: :meth:`forward` converts a numeric input of another dtype to the layer's dtype (a float64
+array into a float32 layer computes in float32); outputs and gradients always have the layer's
+dtype, never a wider one.
 """
 
 from __future__ import annotations
@@ -66,6 +74,10 @@ class Layer:
         self.buffers: dict[str, np.ndarray] = {}  # state that is not trained (BatchNorm running statistics)
         self.rng: np.random.Generator | None = None  # set at build for layers that draw (Dropout)
         self._cache: Any = None
+        self._y_shape: tuple[int, ...] | None = None  # shape of the last forward's output
+        # scratch buffers reused by forward/backward (not by the pure *_cached pair); None: the
+        # layer's kernels take no workspace
+        self._workspace: dict[str, np.ndarray] | None = None
 
     # ----------------------------------------------------------------- description
     @property
@@ -148,22 +160,47 @@ class Layer:
             h, w, c = self.input_shape
             if x.shape[1] == c and tuple(x.shape[2:]) == (h, w):
                 hint = ": channels-first? use (N, H, W, C), e.g. x.transpose(0, 2, 3, 1)"
+            elif tuple(x.shape[1:3]) == (h, w):
+                hint = f": {x.shape[3]} channels where the layer was built for {c}"
         elif x.ndim == len(self.input_shape):
             hint = ": missing the batch axis? use x[None] for a single example"
         raise ShapeError(f"{self.label} ({type(self).__name__}) expected input {exp_txt}, "
                          f"received {tuple(x.shape)}{hint}")
 
+    def as_layer_dtype(self, x: np.ndarray) -> np.ndarray:
+        """``x`` in the layer's dtype (converted when it is another numeric dtype)."""
+        if x.dtype == self.dtype:
+            return x
+        if x.dtype.kind not in "fiub":
+            raise ShapeError(f"{self.label} ({type(self).__name__}): expected a numeric array, "
+                             f"received dtype {x.dtype}")
+        return x.astype(self.dtype)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Forward pass; keeps the cache for :meth:`backward`."""
+        """Forward pass; keeps the cache for :meth:`backward`. The output has the layer's dtype."""
         self.check_input(x)
-        y, self._cache = self.forward_cached(x)
+        x = self.as_layer_dtype(x)
+        if self._workspace is None:
+            y, self._cache = self.forward_cached(x)
+        else:
+            y, self._cache = self.forward_cached(x, workspace=self._workspace)
+        self._y_shape = y.shape
         return y
 
     def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         """Backward pass of the last forward; writes each parameter's ``.grad`` and returns dx."""
         if self._cache is None:
             raise ShapeError(f"{self.label}: backward called before forward")
-        dx, grads = self.backward_cached(dy, self._cache, need_dx)
+        if not isinstance(dy, np.ndarray):
+            raise ShapeError(f"{self.label}: expected dy as a NumPy array, received {type(dy).__name__}")
+        if dy.shape != self._y_shape:
+            raise ShapeError(f"{self.label} ({type(self).__name__}): backward expected dy of the output's shape "
+                             f"{self._y_shape}, received {dy.shape}")
+        dy = self.as_layer_dtype(dy)
+        if self._workspace is None:
+            dx, grads = self.backward_cached(dy, self._cache, need_dx)
+        else:
+            dx, grads = self.backward_cached(dy, self._cache, need_dx, workspace=self._workspace)
         for key, g in grads.items():
             self.params[key].grad[...] = g
         return dx
@@ -178,7 +215,10 @@ class Layer:
         raise NotImplementedError
 
     def clear_cache(self) -> None:
+        """Drop the forward cache and the scratch buffers (they are rebuilt on the next step)."""
         self._cache = None
+        if self._workspace is not None:
+            self._workspace.clear()
 
 
 def flat_size(shape: Shape) -> int:

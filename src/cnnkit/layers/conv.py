@@ -56,6 +56,7 @@ class Conv2d(Layer):
         self.dilation, self.bias, self.init, self.rounding = dilation, bool(bias), init, rounding
         shapes.resolve_padding(padding, (1, 1), (1, 1), (1, 1), where=where)  # validate early
         self.pads = ((0, 0), (0, 0))
+        self._workspace = {}  # im2col buffers reused by forward/backward from one step to the next
 
     @property
     def filter_hw(self) -> tuple[int, int]:
@@ -102,12 +103,14 @@ class Conv2d(Layer):
         if self.bias:
             self.bias_param = self._add_param("bias", np.zeros(self.filters, self.dtype))
 
-    def forward_cached(self, x):
+    def forward_cached(self, x, workspace: dict | None = None):
+        """Pure forward ``(y, cache)``; ``workspace``: a caller-owned dict of reusable buffers."""
         b = self.params["bias"].value if self.bias else None
-        return conv2d_forward(x, self.params["weight"].value, b, self.stride_hw, self.pads, self.dilation_hw)
+        return conv2d_forward(x, self.params["weight"].value, b, self.stride_hw, self.pads, self.dilation_hw,
+                              workspace=workspace)
 
-    def backward_cached(self, dy, cache, need_dx=True):
-        dx, dw, db = conv2d_backward(dy, cache, need_dx)
+    def backward_cached(self, dy, cache, need_dx=True, workspace: dict | None = None):
+        dx, dw, db = conv2d_backward(dy, cache, need_dx, workspace=workspace)
         grads = {"weight": dw}
         if self.bias:
             grads["bias"] = db
