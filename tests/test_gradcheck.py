@@ -25,8 +25,8 @@ def _perturb(monkeypatch, cls, layer_name, which):
     """Scale one output of ``layer_name``'s backward by 1.001 (a 0.1% bug)."""
     original = cls.backward_cached
 
-    def wrong(self, dy, cache, need_dx=True):
-        dx, grads = original(self, dy, cache, need_dx)
+    def wrong(self, dy, cache, need_dx=True, **kwargs):  # kwargs: e.g. Conv2d's workspace
+        dx, grads = original(self, dy, cache, need_dx, **kwargs)
         if self.name == layer_name:
             if which == "dx":
                 dx = dx * 1.001

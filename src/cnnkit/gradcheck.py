@@ -250,7 +250,7 @@ def check_gradients(layer_or_model, input_shape: Sequence[int] | None = None, sa
     for layer in layers:
         acts.append(layer.forward(acts[-1]))
     r = rng.standard_normal(acts[-1].shape)
-    dx = model.backward(r)
+    dx = model.backward(r).copy()  # a copy: no later pass may reuse its buffer
 
     def loss_from(i: int) -> Callable[[], float]:
         """L as a function of the input of layer i (the layers before i are unchanged)."""

@@ -14,7 +14,14 @@ class Dropout(Layer):
     are scaled by 1/(1 − p), so evaluation (where the layer is the identity) needs no rescaling.
 
     The mask is drawn from the layer's ``rng`` (an ``np.random.Generator`` given by the model at
-    build time), so a seeded run is reproducible.
+    build time), so a seeded run is reproducible. In evaluation mode (``model.eval()``) the layer
+    is the identity.
+
+    Args:
+        p: probability of zeroing each value, in [0, 1). Default 0.5.
+
+    Shape:
+        x: any (N, ...) -> y: the same shape
 
     Example:
         >>> Dropout(0.5).output_shape((120,))

@@ -24,8 +24,13 @@ class BatchNorm2d(Layer):
         momentum: weight of the new batch in the running statistics. Default 0.1.
         eps: ε added to the variance. Default 1e-5.
 
+    Shape:
+        x: (N, H, W, C) -> y: (N, H, W, C), statistics over N·H·W per channel;
+        x: (N, D) -> y: (N, D), statistics over N per feature (PyTorch's BatchNorm1d)
+
     Attributes:
-        gamma, beta: (C,) parameters (2C in all); running_mean, running_var: (C,) buffers.
+        gamma, beta: (C,) parameters (2C in all), initialised to 1 and 0;
+        running_mean, running_var: (C,) buffers, initialised to 0 and 1.
 
     Example:
         >>> BatchNorm2d().output_shape((28, 28, 6))
