@@ -85,3 +85,24 @@ def test_bad_arguments_exit_2(capsys, argv, message):
         main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_model_file_with_running_statistics(tmp_path, capsys):
+    from cnnkit.io import save
+    from cnnkit.spec import resolve_model
+
+    model = resolve_model("conv(4,3)-bn-relu-gap-fc(3)", (6, 6, 2), seed=2)
+    model["bn1"].buffers["running_mean"][...] = 0.5
+    model["bn1"].buffers["running_var"][...] = 3.0
+    path = tmp_path / "model.npz"
+    save(model, path)
+    assert main(["check-gradients", str(path), "--mode", "eval", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] and report["input_shape"] == [6, 6, 2]
+
+
+def test_unreadable_model_file_exits_1(tmp_path, capsys):
+    path = tmp_path / "model.npz"
+    path.write_bytes(b"not a zip")
+    assert main(["check-gradients", str(path)]) == 1
+    assert "cnnkit check-gradients: error:" in capsys.readouterr().err
