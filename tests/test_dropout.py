@@ -12,6 +12,7 @@ from cnnkit.kernels.dropout import dropout_backward, dropout_forward, dropout_ma
 from cnnkit.kernels.losses import softmax_cross_entropy
 from cnnkit.layers import BatchNorm2d, Dropout, Flatten, Linear, ReLU
 from cnnkit.model import Sequential
+from cnnkit.spec import resolve_model
 
 from reference_norm import dropout_forward_loop
 
@@ -99,16 +100,21 @@ def test_pytorch_semantics(torch, rng):
 
 
 # ------------------------------------------------------------------------- a small model learns
-def _bn_dropout_model(seed=0):
-    return Sequential([Flatten(), Linear(32), BatchNorm2d(), ReLU(), Dropout(0.3), Linear(16), BatchNorm2d(),
-                       ReLU(), Dropout(0.2), Linear(4)], input_shape=(6, 6, 2), seed=seed)
+def _bn_dropout_model(kind):
+    if kind == "fc":
+        return Sequential([Flatten(), Linear(32), BatchNorm2d(), ReLU(), Dropout(0.3), Linear(16), BatchNorm2d(),
+                           ReLU(), Dropout(0.2), Linear(4)], input_shape=(6, 6, 2), seed=0)
+    return resolve_model("conv(8,3,padding=1)-bn-relu-maxpool(2)-dropout(0.2)-flatten-fc(16)-bn-relu-fc(4)",
+                         (6, 6, 2))
 
 
-def test_bn_dropout_model_learns_with_plain_gradient_steps():
+@pytest.mark.parametrize("kind", ["fc", "conv"])
+def test_bn_dropout_model_learns_with_plain_gradient_steps(kind):
     data = np.random.default_rng(5)
     x = data.standard_normal((64, 6, 6, 2)).astype(np.float32)
+    # class = [top half of channel 0 sums > 0] + 2·[bottom half of channel 1 sums > 0]
     y = (x[:, :3, :, 0].sum(axis=(1, 2)) > 0).astype(np.int64) + 2 * (x[:, 3:, :, 1].sum(axis=(1, 2)) > 0)
-    model = _bn_dropout_model()
+    model = _bn_dropout_model(kind)
 
     def eval_loss():
         model.eval()
