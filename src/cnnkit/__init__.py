@@ -29,6 +29,10 @@ _EXPORTS = {
     "check_gradients": "gradcheck", "GradCheckReport": "gradcheck",
     "softmax": "kernels.losses", "softmax_cross_entropy": "kernels.losses", "svm_hinge": "kernels.losses",
     "mse": "kernels.losses", "LOSSES": "kernels.losses",
+    # looking inside (viz) and the run report
+    "Picture": "viz", "plot_filters": "viz", "plot_activations": "viz", "activation_maps": "viz",
+    "plot_saliency": "viz", "saliency_map": "viz", "plot_curves": "viz", "confusion_matrix": "viz",
+    "plot_confusion": "viz", "plot_confused": "viz", "write_report": "report",
 }
 
 

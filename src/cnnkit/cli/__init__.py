@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "summary",
     "calc",
     "check_gradients",
+    "visualize",
+    "report",
 )
 
 
