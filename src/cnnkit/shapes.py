@@ -290,9 +290,12 @@ def window_output_shape(input_shape: Sequence[int], filter_hw: Sequence[int], st
     """
     h, w, c = input_shape
     out = []
-    for axis, n, f, s, d, p in zip(("height", "width"), (h, w), filter_hw, stride_hw, dilation_hw, pads):
+    # A filter that does not fit is the first thing to say, whichever axis it is on; then a remainder.
+    checks = [(axis, n, f, s, d, p, mode) for mode in ("floor", rounding)
+              for axis, n, f, s, d, p in zip(("height", "width"), (h, w), filter_hw, stride_hw, dilation_hw, pads)]
+    for axis, n, f, s, d, p, mode in checks:
         try:
-            out.append(conv_output_size(n, f, s, p, d, rounding))
+            out.append(conv_output_size(n, f, s, p, d, mode))
         except ShapeError as e:
             fixes = suggest_fixes((h, w), filter_hw, stride_hw, dilation_hw, pads, max_padding)
             hint = "; ".join(str(x) for x in fixes)
@@ -300,7 +303,7 @@ def window_output_shape(input_shape: Sequence[int], filter_hw: Sequence[int], st
             err = ShapeError(f"{where} on {fmt_shape(input_shape)} ({axis}): {e}.{hint}{_floor_note(input_shape, filter_hw, stride_hw, pads, dilation_hw)}")
             err.fixes = fixes  # type: ignore[attr-defined]
             raise err from None
-    return out[0], out[1]
+    return out[2], out[3]
 
 
 def _floor_note(input_shape, filter_hw, stride_hw, pads, dilation_hw) -> str:
