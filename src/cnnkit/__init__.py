@@ -25,6 +25,7 @@ _EXPORTS = {
     "Sequential": "model",
     "model_from_config": "spec", "parse_inline": "spec", "resolve_model": "spec",
     "builtin_spec": "zoo", "BUILTIN_MODELS": "zoo",
+    "summary": "summary", "Summary": "summary",
     "save": "io", "load": "io", "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
     "check_gradients": "gradcheck", "GradCheckReport": "gradcheck",
     "softmax": "kernels.losses", "softmax_cross_entropy": "kernels.losses", "svm_hinge": "kernels.losses",
