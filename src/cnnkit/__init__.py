@@ -34,6 +34,8 @@ _EXPORTS = {
     "Picture": "viz", "plot_filters": "viz", "plot_activations": "viz", "activation_maps": "viz",
     "plot_saliency": "viz", "saliency_map": "viz", "plot_curves": "viz", "confusion_matrix": "viz",
     "plot_confusion": "viz", "plot_confused": "viz", "write_report": "report",
+    # datasets, evaluation
+    "Dataset": "data", "load_dataset": "data", "evaluate": "evaluation", "Evaluation": "evaluation",
 }
 
 

@@ -269,6 +269,14 @@ class Sequential:
         z /= z.sum(axis=1, keepdims=True)
         return z
 
+    def predict_images(self, images, top_k: int = 5, resize: str = "stretch") -> list[list[tuple[str, float]]]:
+        """Top-k ``(class name, probability)`` per image (paths, Pillow images or uint8 arrays),
+        converted to the input shape by the rule of :mod:`cnnkit.preprocess` and preprocessed
+        with :attr:`preprocessing`. ``resize``: ``"stretch"``, ``"crop"`` or ``"error"``."""
+        from .preprocess import predict_images
+
+        return predict_images(self, images, top_k=top_k, resize=resize)
+
     # ----------------------------------------------------------------- description
     def config(self) -> dict[str, Any]:
         """The model as a spec: ``{"name", "input_shape", "dtype", "layers": [...]}``."""

@@ -195,10 +195,12 @@ def apply_preprocessing(x: np.ndarray, preprocessing: dict[str, Any] | None, dty
         array([[[[1.]]]], dtype=float32)
     """
     x = np.asarray(x)
+    dtype = np.dtype(dtype)
     if x.dtype.kind == "f":
         return x.astype(dtype, copy=False)
     prep = preprocessing if preprocessing is not None else {"scale": 1 / 255}
-    out = x.astype(dtype) * dtype(prep.get("scale", 1.0))
+    out = x.astype(dtype)
+    out *= dtype.type(prep.get("scale", 1.0))
     c = x.shape[-1]
     for key, op in (("mean", np.subtract), ("std", np.divide)):
         value = prep.get(key)

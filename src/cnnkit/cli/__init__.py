@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "check_gradients",
     "visualize",
     "report",
+    "evaluate",
+    "predict",
 )
 
 
