@@ -150,7 +150,7 @@ class _Report:
                 ["test loss", f'{m["test_loss"]:.4f}'] if "test_loss" in m else None,
                 ["epochs", _esc(m.get("epochs", ""))],
                 ["training time (fit loop)", f'{m["train_seconds"]:.1f} s'] if "train_seconds" in m else None,
-                ["total time (at the last write of metrics.json)", f'{m["total_seconds"]:.1f} s']
+                ["total time of the command (metrics.json)", f'{m["total_seconds"]:.1f} s']
                 if "total_seconds" in m else None,
                 ["training speed, last epoch", f"{speed:,.0f} images/s"] if speed else None]
         return _table(["metric", "value"], [r for r in rows if r])
@@ -225,9 +225,11 @@ class _Report:
     def saliency(self) -> str:
         from .viz.saliency import plot_saliency
 
-        idx = self.sample(SALIENCY_IMAGES)
-        labels = [f"true {self.class_names[int(self.test.y[i])]}" for i in idx]
-        return _img(plot_saliency(self.model, [self.test.x[i] for i in idx], labels), "saliency maps")
+        parts = []
+        for i in self.sample(SALIENCY_IMAGES):
+            label = f"true {self.class_names[int(self.test.y[i])]}"
+            parts.append(_img(plot_saliency(self.model, self.test.x[i], [label]), f"saliency, test image {i}"))
+        return '<div class="row">' + "".join(parts) + "</div>"
 
     def settings(self) -> str:
         run = self.data.run
@@ -237,10 +239,12 @@ class _Report:
         for key, value in run.items():
             if key == "command":
                 text = f"<code>{_esc(' '.join(map(str, value)))}</code>"
+            elif key == "model_spec":
+                text = f"<details><summary>the full spec</summary><pre>{_esc(json.dumps(value, indent=1))}</pre></details>"
             elif isinstance(value, (dict, list)):
-                text = f"<pre>{_esc(json.dumps(value, indent=1 if key == 'model_spec' else None))}</pre>"
+                text = f"<code>{_esc(json.dumps(value))}</code>"
             else:
-                text = _esc(value)
+                text = "–" if value is None else _esc(value)
             rows.append([f"<code>{_esc(key)}</code>", text])
         return _table(["setting", "value"], rows)
 

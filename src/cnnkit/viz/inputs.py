@@ -43,7 +43,8 @@ def display_pixels(x: np.ndarray) -> np.ndarray:
 
 
 def prepare(model, image) -> tuple[np.ndarray, np.ndarray]:
-    """``image`` (path, uint8 pixels or preprocessed floats) → ``(x (1, H, W, C), shown uint8 (H, W, C))``."""
+    """``image`` (path, uint8 pixels or preprocessed floats) → ``(x (1, H, W, C), shown)``; ``shown``
+    is uint8 (H, W, 1) or (H, W, 3) (other channel counts are shown as their mean)."""
     if model.input_shape is None:
         raise ShapeError(f"{model.name} is not built: it needs an input shape")
     if isinstance(image, (str, os.PathLike)):
@@ -57,7 +58,11 @@ def prepare(model, image) -> tuple[np.ndarray, np.ndarray]:
         raise ShapeError(f"{model.name} takes one image of {tuple(model.input_shape)} (H, W, C); "
                          f"received an array of shape {tuple(arr.shape)}")
     if arr.dtype == np.uint8:
-        return preprocess(model, arr)[None], arr
-    if arr.dtype.kind != "f":
+        x, shown = preprocess(model, arr)[None], arr
+    elif arr.dtype.kind == "f":
+        x, shown = arr.astype(model.dtype)[None], display_pixels(arr)
+    else:
         raise ShapeError(f"expected uint8 pixels or a float (preprocessed) image; received dtype {arr.dtype}")
-    return arr.astype(model.dtype)[None], display_pixels(arr)
+    if shown.shape[2] not in (1, 3):  # neither grey nor RGB: show the mean of the channels
+        shown = np.floor(shown.mean(axis=2, keepdims=True) + 0.5).astype(np.uint8)
+    return x, shown
