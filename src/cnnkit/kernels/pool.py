@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
@@ -43,10 +44,36 @@ def _pad(x: np.ndarray, pads: Pads, value: float) -> np.ndarray:
     return xp
 
 
-def _tap(a: np.ndarray, i: int, j: int, stride, out_hw) -> np.ndarray:
-    """View (N, H', W', C) of the element at offset (i, j) of every window of ``a``."""
+def _taps(a: np.ndarray, size, stride, out_hw, writeable: bool = False) -> np.ndarray:
+    """View (FH, FW, N, H', W', C) of ``a``: [i, j] holds the element at offset (i, j) of every
+    window. Writeable only where windows do not overlap (each element then appears once)."""
+    n, _, _, c = a.shape
+    (fh, fw), (sh, sw), (ho, wo) = size, stride, out_hw
+    s_n, s_h, s_w, s_c = a.strides
+    return as_strided(a, shape=(fh, fw, n, ho, wo, c), strides=(s_h, s_w, s_n, s_h * sh, s_w * sw, s_c),
+                      writeable=writeable)
+
+
+def _tap_major(xp: np.ndarray, size, stride, out_hw) -> np.ndarray:
+    """Contiguous (FH·FW, N, H', W', C) copy of the windows' elements, one tap per row.
+
+    One copy with short inner runs, after which every pass runs over long contiguous rows (a ufunc
+    over a strided view with C = 6 would run its inner loop six elements at a time).
+    """
+    fh, fw = size
+    return np.ascontiguousarray(_taps(xp, size, stride, out_hw)).reshape(fh * fw, xp.shape[0], *out_hw, xp.shape[3])
+
+
+def _scatter(dxp: np.ndarray, g: np.ndarray, size, stride, out_hw, non_overlapping: bool) -> None:
+    """Add the per-tap gradients ``g`` (FH·FW, N, H', W', C) into the windows of ``dxp``."""
+    fh, fw = size
+    if non_overlapping:  # every input element is in at most one window: one strided assignment
+        _taps(dxp, size, stride, out_hw, writeable=True)[...] = g.reshape(fh, fw, *g.shape[1:])
+        return
     (sh, sw), (ho, wo) = stride, out_hw
-    return a[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
+    for k in range(fh * fw):  # overlapping windows: add tap by tap
+        i, j = divmod(k, fw)
+        dxp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :] += g[k]
 
 
 def _grad_buffer(x_shape, dtype, size, stride, pads, out_hw, non_overlapping: bool) -> np.ndarray:
@@ -81,16 +108,19 @@ def maxpool2d_forward(x: np.ndarray, size, stride, pads: Pads = ((0, 0), (0, 0))
     """
     size, stride = tuple(size), tuple(stride)
     _, _, ho, wo = _geometry(x.shape, size, stride, pads)
-    xp = _pad(x, pads, -np.inf)
-    fh, fw = size
-    y = np.array(_tap(xp, 0, 0, stride, (ho, wo)), copy=True, order="C")
-    argmax = np.zeros(y.shape, np.min_scalar_type(fh * fw - 1))  # offset k = i·FW + j of the max
+    taps = _tap_major(_pad(x, pads, -np.inf), size, stride, (ho, wo))
+    y = taps[0].copy()
+    index = np.min_scalar_type(len(taps) - 1).type
+    argmax = np.zeros(y.shape, index)  # offset k = i·FW + j of the first maximum
     wins = np.empty(y.shape, bool)
-    for k in range(1, fh * fw):
-        v = _tap(xp, k // fw, k % fw, stride, (ho, wo))
-        np.greater(v, y, out=wins)  # strictly greater: ties keep the earlier (row-major) tap
-        np.copyto(y, v, where=wins)
-        np.copyto(argmax, k, where=wins, casting="unsafe")
+    scratch = np.empty(y.shape, index)
+    for k in range(1, len(taps)):
+        np.greater(taps[k], y, out=wins)  # strictly greater: ties keep the earlier (row-major) tap
+        np.maximum(y, taps[k], out=y)
+        # argmax = k where tap k wins: k exceeds every earlier index, so a max does it without a
+        # masked write (np.where/copyto(where=) on a random mask is ~20× slower)
+        np.multiply(wins.view(np.uint8), index(k), out=scratch)
+        np.maximum(argmax, scratch, out=argmax)
     return y, (argmax, x.shape, size, stride, tuple(map(tuple, pads)))
 
 
@@ -100,15 +130,13 @@ def maxpool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     out_hw = argmax.shape[1:3]
     fh, fw = size
     non_overlapping = stride[0] >= fh and stride[1] >= fw
-    dxp = _grad_buffer(x_shape, dy.dtype, size, stride, pads, out_hw, non_overlapping)
+    g = np.empty((fh * fw, *argmax.shape), dy.dtype)
     mask = np.empty(argmax.shape, bool)
     for k in range(fh * fw):
-        dst = _tap(dxp, k // fw, k % fw, stride, out_hw)
         np.equal(argmax, k, out=mask)
-        if non_overlapping:
-            np.multiply(dy, mask, out=dst)  # each input is in at most one window: assign
-        else:
-            np.add(dst, dy, out=dst, where=mask)
+        np.multiply(dy, mask, out=g[k])
+    dxp = _grad_buffer(x_shape, dy.dtype, size, stride, pads, out_hw, non_overlapping)
+    _scatter(dxp, g, size, stride, out_hw, non_overlapping)
     return _crop(dxp, x_shape, pads)
 
 
@@ -127,12 +155,11 @@ def avgpool2d_forward(x: np.ndarray, size, stride, pads: Pads = ((0, 0), (0, 0))
     """
     size, stride = tuple(size), tuple(stride)
     _, _, ho, wo = _geometry(x.shape, size, stride, pads)
-    xp = _pad(x, pads, 0)
-    fh, fw = size
-    y = np.array(_tap(xp, 0, 0, stride, (ho, wo)), copy=True, order="C")
-    for k in range(1, fh * fw):
-        np.add(y, _tap(xp, k // fw, k % fw, stride, (ho, wo)), out=y)
-    y /= x.dtype.type(fh * fw)
+    taps = _tap_major(_pad(x, pads, 0), size, stride, (ho, wo))
+    y = taps[0].copy()
+    for k in range(1, len(taps)):  # summed in row-major tap order
+        y += taps[k]
+    y /= x.dtype.type(len(taps))
     return y, (x.shape, (ho, wo), size, stride, tuple(map(tuple, pads)))
 
 
@@ -143,12 +170,7 @@ def avgpool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     g = dy / dy.dtype.type(fh * fw)
     non_overlapping = stride[0] >= fh and stride[1] >= fw
     dxp = _grad_buffer(x_shape, dy.dtype, size, stride, pads, out_hw, non_overlapping)
-    for k in range(fh * fw):
-        dst = _tap(dxp, k // fw, k % fw, stride, out_hw)
-        if non_overlapping:
-            dst[...] = g
-        else:
-            dst += g
+    _scatter(dxp, np.broadcast_to(g, (fh * fw, *g.shape)), size, stride, out_hw, non_overlapping)
     return _crop(dxp, x_shape, pads)
 
 
