@@ -189,3 +189,9 @@ def test_builtin_models_match_pytorch(torch, name, make, total):
             assert sum(p.numel() for p in module.parameters()) == row.params, row.name
     # And the model cnnkit builds holds exactly that many numbers.
     assert cnnkit.resolve_model(name).param_count() == total
+
+
+def test_json_text_is_the_dict():
+    s = summary("cifar-net")
+    assert json.loads(s.to_json()) == s.to_dict()
+    assert '"input_shape": [32, 32, 3]' in s.to_json()

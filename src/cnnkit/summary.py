@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 from dataclasses import asdict, dataclass
@@ -127,7 +128,9 @@ class Summary:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+        """:meth:`to_dict` as indented JSON, with each list of numbers on one line."""
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+        return re.sub(r"\[\s*([-\d,\s]*?)\s*\]", lambda m: "[" + ", ".join(m.group(1).split()).replace(",,", ",") + "]", text)
 
     def _headline(self) -> str:
         per = "per image" if self.batch_size == 1 else f"for a batch of {self.batch_size}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .. import __version__
@@ -21,6 +22,7 @@ from ..errors import CnnkitError, UserInputError
 COMMAND_MODULES = (
     "summary",
     "calc",
+    "train",
     "check_gradients",
     "visualize",
     "report",
@@ -75,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnnkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (cnnkit summary … | head): stop quietly, as SIGPIPE would
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):
+            pass
+        return 141
     except UserInputError as e:
         if args.debug:
             raise
