@@ -36,6 +36,9 @@ _EXPORTS = {
     "plot_confusion": "viz", "plot_confused": "viz", "write_report": "report",
     # datasets, evaluation
     "Dataset": "data", "load_dataset": "data", "evaluate": "evaluation", "Evaluation": "evaluation",
+    # training
+    "fit": "train", "History": "train", "EarlyStopping": "callbacks", "KeepBest": "callbacks",
+    "Callback": "callbacks",
 }
 
 
