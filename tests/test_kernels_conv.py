@@ -137,3 +137,19 @@ def test_two_threads_running_shards_at_once_get_the_sequential_results(rng):
         for got, want in zip(results, expected):
             for a, e in zip(got, want):
                 np.testing.assert_array_equal(a, e)
+
+
+@pytest.mark.parametrize("pads", [((0, 0), (0, 0)), ((1, 0), (2, 1))])
+def test_a_non_contiguous_input_gives_the_same_results(pads, rng):
+    x_nchw = rng.standard_normal((2, 3, 6, 5))
+    x = x_nchw.transpose(0, 2, 3, 1)  # a strided NHWC view
+    w = rng.standard_normal((3, 2, 3, 2))
+    y, cache = conv2d_forward(x, w, None, (1, 2), pads)
+    y0, cache0 = conv2d_forward(np.ascontiguousarray(x), w, None, (1, 2), pads)
+    np.testing.assert_array_equal(y, y0)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = conv2d_backward(dy, cache)
+    dx0, dw0, _ = conv2d_backward(dy, cache0)
+    np.testing.assert_array_equal(dx, dx0)
+    np.testing.assert_array_equal(dw, dw0)
+    assert db is None
