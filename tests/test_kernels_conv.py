@@ -97,7 +97,8 @@ def test_im2col_rows_are_the_windows():
     assert cols.flags.c_contiguous
 
 
-@pytest.mark.parametrize("stride, pads", [((1, 1), ((1, 1), (1, 1))), ((2, 1), ((0, 1), (1, 0)))])
+@pytest.mark.parametrize("stride, pads", [((1, 1), ((1, 1), (1, 1))), ((2, 1), ((0, 1), (1, 0))),
+                                          ((1, 1), ((3, 0), (0, 2)))], ids=["S1", "S2", "pad>=F"])
 def test_a_reused_workspace_gives_the_same_results(stride, pads, rng):
     w = rng.standard_normal((3, 2, 3, 4))
     ws: dict = {}
