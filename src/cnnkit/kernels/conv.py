@@ -169,12 +169,10 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, *, workspace: d
     if not need_dx:
         return None, dw, db
 
-    (pt, pb), (pl, pr) = pads
-    sh, sw = stride
-    dh, dwl = dilation
-    if fh == fw == 1 and sh == sw == 1 and not (pt or pb or pl or pr):
-        dx = (dy2d @ w.reshape(c, k).T).reshape(n, h, wd, c)
-    elif sh == sw == 1:
+    unpadded = not any(p for axis in pads for p in axis)
+    if fh == fw == 1 and stride == (1, 1) and unpadded:
+        dx = (dy2d @ w.reshape(c, k).T).reshape(n, h, wd, c)  # a 1×1 conv: dx = dy·w2dᵀ
+    elif stride == (1, 1):
         dx = _dx_transposed_conv(dy, w, (h, wd), pads, dilation, workspace)
     else:
         dx = _dx_col2im(dy2d, w, x_shape, (ho, wo), stride, pads, dilation, workspace)
