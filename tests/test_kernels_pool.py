@@ -15,10 +15,10 @@ from cnnkit.kernels.pool import (avgpool2d_backward, avgpool2d_forward, global_a
 
 
 def _cases():
-    """Window sizes (square and rectangular) × strides 1–3 × paddings 0, 1, 'same' (padding < F),
+    """Window sizes (square and rectangular) × strides 1–3 × paddings 0–2 and 'same' (only padding < F),
     on non-square inputs, C ∈ {1, 3}; covers overlapping, tiling and gapped windows."""
     out = []
-    for (fh, fw), s, p, c in itertools.product([(2, 2), (3, 3), (2, 3), (1, 2)], (1, 2, 3), (0, 1, "same"), (1, 3)):
+    for (fh, fw), s, p, c in itertools.product([(2, 2), (3, 3), (2, 3), (1, 2)], (1, 2, 3), (0, 1, 2, "same"), (1, 3)):
         stride = shapes.pair(s)
         pads = shapes.resolve_padding(p, (7, 6), (fh, fw), stride)
         if any(pb >= f or pa >= f for (pb, pa), f in zip(pads, (fh, fw))):
