@@ -242,6 +242,22 @@ def _whole_outputs(input_hw, filter_hw, stride_hw, dilation_hw, pads) -> tuple[i
     return res[0], res[1]
 
 
+def _nearest_first(center: int, lo: int, hi: int, most: int = 10_000):
+    """Integers of [lo, hi] by distance from ``center``, the smaller first on a tie; at most
+    ``most`` of them, so that huge sizes cost no time or memory (instead of sorting a huge range)."""
+    if lo > hi:
+        return
+    center = min(max(center, lo), hi)
+    yield center
+    count, d = 1, 1
+    while count < most and (center - d >= lo or center + d <= hi):
+        for v in (center - d, center + d):
+            if lo <= v <= hi and count < most:
+                yield v
+                count += 1
+        d += 1
+
+
 def suggest_fixes(input_hw, filter_hw, stride_hw, dilation_hw, pads, max_padding: int | None = None) -> list[Fix]:
     """Nearby settings for which both axes are whole: the nearest symmetric padding, ``"same"``
     (when it fits and differs) and the two nearest strides, each keeping everything else.
@@ -253,7 +269,7 @@ def suggest_fixes(input_hw, filter_hw, stride_hw, dilation_hw, pads, max_padding
     pads = tuple(tuple(p) for p in pads)
     f_eff = [effective_size(f, d) for f, d in zip(filter_hw, dilation_hw)]
     top = max(f_eff) if max_padding is None else max_padding
-    for p in sorted(range(0, top + 1), key=lambda p: abs(p - pads[0][0])):
+    for p in _nearest_first(pads[0][0], 0, top):
         if ((p, p), (p, p)) == pads:
             continue
         out = _whole_outputs(input_hw, filter_hw, stride_hw, dilation_hw, ((p, p), (p, p)))
@@ -268,7 +284,7 @@ def suggest_fixes(input_hw, filter_hw, stride_hw, dilation_hw, pads, max_padding
             fixes.append(Fix("padding", "same", out))
     limit = max(input_hw) + 2 * max(max(p) for p in pads)
     strides = 0
-    for s in sorted(range(1, limit + 1), key=lambda s: (abs(s - stride_hw[0]), s)):
+    for s in _nearest_first(stride_hw[0], 1, limit):
         if (s, s) == tuple(stride_hw):
             continue
         out = _whole_outputs(input_hw, filter_hw, (s, s), dilation_hw, pads)
