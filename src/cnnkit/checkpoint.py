@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelFormatError
-from .io import (CHECKPOINT_FORMAT, atomic_write, is_stray_temporary, manifest_entry, model_payload,
+from .io import (CHECKPOINT_FORMAT, Archive, atomic_write, is_stray_temporary, manifest_entry, model_payload,
                  open_archive, write_archive, _little_endian)
 
 TAGS = ("__ndarray__", "__npscalar__", "__float__")
@@ -74,27 +74,32 @@ def load_checkpoint(path: str | os.PathLike):
             rather than a checkpoint, or Python objects (pickle) inside.
     """
     with open_archive(path, {CHECKPOINT_FORMAT}) as archive:
-        model = archive.build_model()
-        cfg = archive.config
-        arrays = {e["member"]: archive.read_entry(e) for e in cfg["arrays"]}
-        dec = _Decoder(arrays, archive.fail)
-        state = dec.decode(cfg["state"], "state", 0)
-        if not isinstance(state, dict):
-            archive.fail("the checkpoint state must be an object")
-        rng_layers = {layer.name: layer for layer in model.layers if getattr(layer, "rng", None) is not None}
-        saved = cfg["model_rng"]
-        if set(saved) != set(rng_layers):
-            archive.fail(f"random generator states saved for {sorted(saved)}, the model has generators in "
-                         f"{sorted(rng_layers)}")
-        for name, layer in rng_layers.items():
-            try:
-                layer.rng.bit_generator.state = dec.decode(saved[name], f"model_rng.{name}", 0)
-            except (ValueError, TypeError, KeyError, OverflowError) as e:
-                archive.fail(f"the random state of layer {name} is invalid ({type(e).__name__}: {e})")
-        unused = sorted(set(arrays) - dec.used)
-        if unused:
-            archive.fail(f"arrays {unused[:5]} are declared but not used by the state")
-        return model, state
+        return read_checkpoint(archive)
+
+
+def read_checkpoint(archive: Archive):
+    """``(model, state)`` from an opened checkpoint archive (also used by :func:`cnnkit.io.load`)."""
+    model = archive.build_model()
+    cfg = archive.config
+    arrays = {e["member"]: archive.read_entry(e) for e in cfg["arrays"]}
+    dec = _Decoder(arrays, archive.fail)
+    state = dec.decode(cfg["state"], "state", 0)
+    if not isinstance(state, dict):
+        archive.fail("the checkpoint state must be an object")
+    rng_layers = {layer.name: layer for layer in model.layers if getattr(layer, "rng", None) is not None}
+    saved = cfg["model_rng"]
+    if set(saved) != set(rng_layers):
+        archive.fail(f"random generator states saved for {sorted(saved)}, the model has generators in "
+                     f"{sorted(rng_layers)}")
+    for name, layer in rng_layers.items():
+        try:
+            layer.rng.bit_generator.state = dec.decode(saved[name], f"model_rng.{name}", 0)
+        except (ValueError, TypeError, KeyError, OverflowError) as e:
+            archive.fail(f"the random state of layer {name} is invalid ({type(e).__name__}: {e})")
+    unused = sorted(set(arrays) - dec.used)
+    if unused:
+        archive.fail(f"arrays {unused[:5]} are declared but not used by the state")
+    return model, state
 
 
 def clean_stray_temporaries(folder: str | os.PathLike) -> list[Path]:
@@ -187,7 +192,7 @@ class _Decoder:
             self.fail(f"{where}: a tagged value {tags[0]!r} must be the only key of its object")
         tag, value = tags[0], v[tags[0]]
         if tag == "__float__":
-            if value not in _FLOATS:
+            if not isinstance(value, str) or value not in _FLOATS:
                 self.fail(f"{where}: __float__ must be 'nan', 'inf' or '-inf', received {value!r}")
             return _FLOATS[value]
         a = self._take(value, where)

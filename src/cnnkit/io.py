@@ -120,12 +120,16 @@ def load(path: str | os.PathLike):
 
     Example:
         >>> import cnnkit, tempfile, os
-        >>> m = cnnkit.resolve_model("fc(3)", input_shape=(2, 2, 1))
+        >>> m = cnnkit.resolve_model("flatten-fc(3)", input_shape=(2, 2, 1))
         >>> p = os.path.join(tempfile.mkdtemp(), "m.npz"); cnnkit.save(m, p)
         >>> cnnkit.load(p).output_shape()
         (3,)
     """
     with open_archive(path) as archive:
+        if archive.config["format"] == CHECKPOINT_FORMAT:  # validate the whole file, state included
+            from .checkpoint import read_checkpoint
+
+            return read_checkpoint(archive)[0]
         return archive.build_model()
 
 
@@ -206,6 +210,9 @@ def model_payload(model, fmt: str) -> tuple[dict[str, Any], list[tuple[str, np.n
         raise ModelFormatError(f"cannot save: expected a Sequential model, received {type(model).__name__}")
     if not model.built:
         raise ModelFormatError(f"cannot save {model.name}: the model is not built (give it an input shape)")
+    out = model.output_shape()
+    if isinstance(model.class_names, (list, tuple)) and len(out) == 1 and len(model.class_names) != out[0]:
+        raise ModelFormatError(f"cannot save {model.name}: {len(model.class_names)} class names for {out[0]} outputs")
     arrays, weights = [], []
     for i, (key, value) in enumerate(model.state_dict().items()):
         member = f"weights/{key}.npy" if _SAFE_NAME_RE.fullmatch(key) else f"weights/{i}.npy"
@@ -311,7 +318,7 @@ def check_manifest(entries: Any, key: str, fail: Callable[[str], None], named: b
         if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(_is_int(s) and s >= 0 for s in shape):
             fail(f"{where} ({e['member']}): shape must be a list of at most {MAX_NDIM} non-negative "
                  f"integers, received {shape!r}")
-        if e["dtype"] not in ALLOWED_DTYPES:
+        if not isinstance(e["dtype"], str) or e["dtype"] not in ALLOWED_DTYPES:
             fail(f"{where} ({e['member']}): dtype {e['dtype']!r} is not one of {', '.join(sorted(ALLOWED_DTYPES))}")
         if math.prod(shape) * np.dtype(e["dtype"]).itemsize > MAX_MEMBER_BYTES:
             fail(f"{where} ({e['member']}): shape {shape} of {e['dtype']} exceeds the limit of "
@@ -502,11 +509,7 @@ class Archive:
         try:
             with self._zip.open(info) as raw:
                 f = _Counted(raw)
-                version = npformat.read_magic(f)
-                if version not in ((1, 0), (2, 0)):
-                    self.fail(f"member {name}: .npy format version {version} is not read")
-                read_header = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
-                real_shape, fortran, real_dtype = read_header(f, max_header_size=MAX_NPY_HEADER)
+                real_shape, fortran, real_dtype = self._npy_header(f, name)
                 if real_dtype.hasobject:
                     self.fail(f"member {name} holds Python objects (dtype {real_dtype}); refused "
                               "(cnnkit never unpickles)")
@@ -538,6 +541,17 @@ class Archive:
         if real_dtype == np.bool_ and nbytes and buf.max() > 1:
             self.fail(f"member {name}: a boolean array holds values other than 0 and 1")
         return a.T if fortran else a
+
+    def _npy_header(self, f: _Counted, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+        """``(shape, fortran_order, dtype)`` from a .npy header, parsed by numpy without pickle."""
+        try:
+            version = npformat.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f".npy format version {version} is not read")
+            read = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+            return read(f, max_header_size=MAX_NPY_HEADER)
+        except Exception as e:  # noqa: BLE001 — any failure to parse untrusted header text is a bad header
+            self.fail(f"member {name} has an invalid .npy header ({type(e).__name__}: {e})")
 
     def read_entry(self, entry: dict[str, Any]) -> np.ndarray:
         """Read the member of a validated manifest entry."""
