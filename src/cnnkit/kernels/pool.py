@@ -3,8 +3,9 @@
 Layout (N, H, W, C); each channel is pooled on its own. Output size per axis is the floor of
 (H + top + bottom - F)/S + 1; :mod:`cnnkit.shapes` decides whether a size is allowed.
 
-All windows are visited as FH·FW strided views of the (padded) input, one per filter offset
-(i, j), each covering every window of every image at once — no loop over pixels or images.
+One strided view (FH, FW, N, H', W', C) of the (padded) input holds, for each filter offset
+(i, j), that element of every window of every image; it is copied once into a tap-major array so
+that the FH·FW passes that follow run over long contiguous rows — no loop over pixels or images.
 
 * Max pooling pads with -inf and remembers, per output, the offset k = i·FW + j of the *first*
   maximum in row-major order (PyTorch's tie rule: a later tap must be strictly greater to win).
