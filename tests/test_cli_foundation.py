@@ -184,12 +184,54 @@ def test_bad_input_exits_2_with_usage_and_one_line(capsys, tmp_path, argv, probl
     assert "Traceback" not in err + out
 
 
-@pytest.mark.parametrize("argv, problem", [BAD[0], BAD[5], BAD[8], BAD[14], BAD[-1]])
+@pytest.mark.parametrize("argv, problem", [BAD[0], BAD[3], BAD[4], BAD[5], BAD[8], BAD[14], BAD[-1]])
 def test_bad_input_through_python_m_cnnkit(argv, problem):
     result = run_module(*argv)
     assert result.returncode == 2
     assert "usage: cnnkit" in result.stderr and problem in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_rectangular_filters_and_strides(capsys):
+    code, out, _ = cli(capsys, "conv", "--input", "20x31x3", "--filters", "8", "--size", "3x5", "--stride", "1x2",
+                       "--pad", "1x0")
+    assert code == 0
+    assert "width:  (31 - 5 + 0)/2 + 1 = 14" in out and "Output volume: 20×14×8" in out
+    assert "8 × (3×5×3 + 1) = 368" in out
+
+
+def test_dilation_is_explained(capsys):
+    code, out, _ = cli(capsys, "conv", "--input", "9x9x1", "--filters", "2", "--size", "3", "--dilation", "2")
+    assert code == 0
+    assert "F_eff = D(F - 1) + 1: 2×(3 - 1) + 1 = 5" in out and "(9 - 5 + 0)/1 + 1 = 5" in out
+
+
+def test_a_command_module_that_fails_to_import_does_not_break_the_others(capsys, monkeypatch):
+    import cnnkit.cli as cli_package
+
+    monkeypatch.setattr(cli_package, "COMMAND_MODULES", (*cli_package.COMMAND_MODULES, "no_such_module"))
+    code, out, _ = cli(capsys, "--version")
+    assert code == 0 and out.strip() == f"cnnkit {cnnkit.__version__}"
+    code, out, _ = cli(capsys, "summary", "lenet5")
+    assert code == 0 and "61,706" in out
+    code, out, err = cli(capsys, "no-such-module")
+    assert code == 1
+    assert err.count("\n") == 1 and "internal error" in err and "could not be loaded" in err
+
+
+def test_under_ci_a_missing_oracle_fails_instead_of_skipping(tmp_path):
+    test = tmp_path / "test_oracle.py"
+    test.write_text(
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('cnnkit_conftest', {str(ROOT / 'tests' / 'conftest.py')!r})\n"
+        "conftest = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(conftest)\n"
+        "def test_needs_it():\n"
+        "    conftest.require('no_such_oracle_module')\n")
+    for ci, outcome in (("true", "1 failed"), ("", "1 skipped")):
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test)],
+                                capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "CI": ci}, timeout=120)
+        assert outcome in result.stdout, result.stdout
 
 
 def test_no_command_prints_help_and_exits_2(capsys):

@@ -195,3 +195,13 @@ def test_json_text_is_the_dict():
     s = summary("cifar-net")
     assert json.loads(s.to_json()) == s.to_dict()
     assert '"input_shape": [32, 32, 3]' in s.to_json()
+
+
+def test_batchnorm_dropout_and_global_pooling():
+    s = summary("conv(8,3,padding=1)-bn-relu-dropout(0.5)-gap-fc(10)", (16, 16, 3))
+    by_name = {r.name: r for r in s.rows}
+    assert by_name["bn1"].params == 16 and by_name["bn1"].params_formula == "2 × 8 = 16"
+    assert by_name["dropout1"].output_shape == (16, 16, 8)
+    assert by_name["gap1"].output_shape == (8,) and by_name["gap1"].receptive_field == (18, 18)
+    assert by_name["fc1"].params_formula == "10 × (8 + 1) = 90"
+    assert s.total_params == 8 * (27 + 1) + 16 + 90
