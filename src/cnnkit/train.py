@@ -356,9 +356,11 @@ def _restore(path: Path, model, opt, sched, loader, callbacks, settings) -> dict
         sched.load_state_dict(state["schedule"])
     loader.load_state_dict(state["loader"])
     saved_cbs = state.get("callbacks", [])
-    if len(saved_cbs) != len(callbacks):
-        raise UserInputError(f"cannot resume from {path}: it has {len(saved_cbs)} callback states, "
-                             f"this call passes {len(callbacks)} callbacks")
-    for cb, cb_state in zip(callbacks, saved_cbs):
-        cb.load_state_dict(cb_state)
+    own = [cb.state_dict() for cb in callbacks]
+    if len(saved_cbs) != len(callbacks) and (any(saved_cbs) or any(own)):  # stateless callbacks may differ
+        raise UserInputError(f"cannot resume from {path}: it was written with {len(saved_cbs)} callbacks, "
+                             f"this call passes {len(callbacks)}; pass the same callbacks to continue")
+    if len(saved_cbs) == len(callbacks):
+        for cb, cb_state in zip(callbacks, saved_cbs):
+            cb.load_state_dict(cb_state)
     return state

@@ -103,14 +103,17 @@ def _command(settings: dict) -> list[str]:
 
 
 def run(args) -> int:
+    import numpy as np
+
     from ..data import load_dataset
+    from ..data.loader import preprocessing_for
     from ..errors import UserInputError
     from ..io import save
     from ..runs import (metrics_record, memory_warning, new_run_dir, prepare_out_dir, run_record, warn,
                         write_json)
     from ..spec import resolve_model
     from ..evaluation import evaluate
-    from ..train import fit
+    from ..train import fit, split_validation
 
     t_start = time.perf_counter()
     if args.resume and not args.out:
@@ -127,6 +130,11 @@ def run(args) -> int:
     if model.output_shape() != (classes,):
         raise UserInputError(f"--model {s['model']} outputs {model.output_shape()} but {s['dataset']} has "
                              f"{classes} classes: its last layer needs {classes} outputs")
+    fit_ds, val_ds = split_validation(train_ds, VALIDATION, s["seed"])
+    if model.class_names is None:
+        model.class_names = list(train_ds.class_names)
+    if model.preprocessing is None and fit_ds.x.dtype == np.uint8:  # as fit would set it; run.json records it
+        model.preprocessing = preprocessing_for(fit_ds)
     if out is None:
         out = new_run_dir(s["model"], s["dataset"])
     checkpoint = out / "checkpoint.npz"
@@ -142,8 +150,8 @@ def run(args) -> int:
             lr=s["lr"], batch_size=s["batch_size"], epochs=s["epochs"], seed=s["seed"], validation=VALIDATION,
             class_names=train_ds.class_names, preprocessing=model.preprocessing))
 
-    history = fit(model, train_ds, epochs=s["epochs"], batch_size=s["batch_size"], optimizer=s["optimizer"],
-                  lr=s["lr"], val=VALIDATION, seed=s["seed"], progress=False if args.quiet else "auto",
+    history = fit(model, fit_ds, epochs=s["epochs"], batch_size=s["batch_size"], optimizer=s["optimizer"],
+                  lr=s["lr"], val=val_ds, seed=s["seed"], progress=False if args.quiet else "auto",
                   checkpoint=checkpoint, resume=args.resume)
     if history.interrupted:
         warn(f"cnnkit train: interrupted; continue with: cnnkit train --out {out} --resume")
@@ -174,7 +182,7 @@ def run(args) -> int:
             status = 1
         write_metrics()  # total_seconds includes the report
     if not args.quiet:
-        print(f"test accuracy {100 * test_acc:.2f}% (loss {test_loss:.4f}); {len(history)} epochs trained in "
+        print(f"test accuracy {100 * test_acc:.2f}% (loss {test_loss:.4f}); {len(history)} epoch{'s' if len(history) != 1 else ''} trained in "
               f"{history.train_seconds:.1f} s; {time.perf_counter() - t_start:.1f} s in all")
     print(out)
     return status
