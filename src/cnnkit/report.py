@@ -228,8 +228,11 @@ class _Report:
         parts = []
         for i in self.sample(SALIENCY_IMAGES):
             label = f"true {self.class_names[int(self.test.y[i])]}"
-            parts.append(_img(plot_saliency(self.model, self.test.x[i], [label]), f"saliency, test image {i}"))
-        return '<div class="row">' + "".join(parts) + "</div>"
+            pic = plot_saliency(self.model, self.test.x[i], [label], size=96, note=False)
+            parts.append(_img(pic, f"saliency, test image {i}"))
+        note = ('<p class="note">Saliency: the largest |∂ score / ∂ input| over the colour channels, for the '
+                "predicted class's score (before the softmax); black is 0, bright the map's maximum.</p>")
+        return note + '<div class="row">' + "".join(parts) + "</div>"
 
     def settings(self) -> str:
         run = self.data.run

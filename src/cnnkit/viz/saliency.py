@@ -58,13 +58,16 @@ def _saliency(model, x: np.ndarray, target: int | None) -> tuple[np.ndarray, int
     return np.abs(dx[0]).max(axis=-1), k, probs
 
 
-def plot_saliency(model, images, labels: Sequence[str] | None = None) -> Picture:
+def plot_saliency(model, images, labels: Sequence[str] | None = None, size: int = 128,
+                  note: bool = True) -> Picture:
     """Draw, for each image, the input, its saliency map and the two overlaid.
 
     Args:
         model: a built :class:`~cnnkit.Sequential`.
         images: one image (path or array) or a list of them.
         labels: optional caption per image (e.g. the true class), shown under the input.
+        size: about how many pixels wide each of the three panels is drawn.
+        note: print the one-line explanation of the map under the first title.
 
     Returns:
         A :class:`Picture` with cells ``(i, "input")``, ``(i, "saliency")``, ``(i, "overlay")``.
@@ -85,11 +88,11 @@ def plot_saliency(model, images, labels: Sequence[str] | None = None) -> Picture
         rgb = shown if shown.shape[2] == 3 else np.repeat(shown, 3, axis=2)
         overlay = (0.45 * rgb.astype(np.float64) + 0.55 * heat).round().astype(np.uint8)
         cls = names[k] if names and k < len(names) else f"class {k}"
-        z = zoom_for(*sal.shape, 128)
+        z = zoom_for(*sal.shape, size)
         caption = labels[i] if labels else "input"
         cells = [((i, "input"), shown, caption), ((i, "saliency"), heat, f"saliency, max {m:.3g}"),
                  ((i, "overlay"), overlay, "overlay")]
         sections.append(Section(f"predicted {cls} (p = {probs[k]:.2f})", cells, columns=3, zoom=z))
-    note = "saliency = max over channels of |∂ score / ∂ input| for the predicted class; black = 0"
-    sections[0].note = note
+    if note:
+        sections[0].note = "saliency = max over channels of |∂ score / ∂ input| for the predicted class; black = 0"
     return compose(sections)
