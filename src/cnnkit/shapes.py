@@ -27,6 +27,7 @@ padding cannot be negative, so ``"same"`` can still leave a remainder, which str
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Sequence, Union
 
@@ -48,7 +49,8 @@ LINEAR_PARAMS_FORMULA = "outputs × (inputs + 1)"
 
 # --------------------------------------------------------------------------- helpers
 def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    """A whole number: Python or NumPy integers, not bools."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def pair(value, what: str = "value") -> tuple[int, int]:
@@ -356,7 +358,7 @@ def conv2d_output_shape(input_shape: Sequence[int], filters: int, size, stride=1
     where = f"{name} (Conv2d F={_hw(fh, fw)}, S={_hw(sh, sw)}, {describe_padding(padding)}" + (
         f", D={_hw(dh, dw)})" if (dh, dw) != (1, 1) else ")")
     h, w = window_output_shape(input_shape, (fh, fw), (sh, sw), pads, (dh, dw), where=where, rounding=rounding)
-    return h, w, filters
+    return h, w, int(filters)
 
 
 def pool2d_output_shape(input_shape: Sequence[int], size, stride=None, padding=0, *, name: str = "pool",
@@ -379,7 +381,7 @@ def pool2d_output_shape(input_shape: Sequence[int], size, stride=None, padding=0
                              f"windows that lie wholly in the padding; use padding < {f}")
     h, w = window_output_shape(input_shape, (fh, fw), (sh, sw), pads, where=where, rounding=rounding,
                                max_padding=min(fh, fw) - 1)
-    return h, w, input_shape[2]
+    return h, w, int(input_shape[2])
 
 
 # --------------------------------------------------------------------------- counts
