@@ -187,25 +187,20 @@ def _fmt_stride(hw: FieldHW | None) -> str:
 
 def _as_model(model_or_spec, input_shape) -> tuple[Sequential, tuple[int, ...] | None]:
     """A model (never built here: no weights are drawn) and the input shape to use."""
-    from .spec import layer_from_config, model_from_config, resolve_spec, spec_input_shape
+    from .spec import model_from_config, resolve_spec, spec_input_shape
 
     if isinstance(model_or_spec, Sequential):
         return model_or_spec, tuple(input_shape) if input_shape is not None else model_or_spec.input_shape
-    if isinstance(model_or_spec, Layer):  # a copy, so that naming it leaves the caller's layer alone
-        model_or_spec = [model_or_spec.config()]
+    if isinstance(model_or_spec, Layer):
+        model_or_spec = [model_or_spec]
     if isinstance(model_or_spec, (list, tuple)) and model_or_spec and all(isinstance(x, Layer) for x in model_or_spec):
-        model_or_spec = [layer.config() for layer in model_or_spec]
-        return Sequential([layer_from_config(c) for c in model_or_spec]), _shape(input_shape)
+        model_or_spec = [layer.config() for layer in model_or_spec]  # copies: the caller's layers keep no names
     if isinstance(model_or_spec, str):
         model_or_spec = resolve_spec(model_or_spec, input_shape)
     if isinstance(model_or_spec, (dict, list)):
         return model_from_config(model_or_spec, build=False), spec_input_shape(model_or_spec, input_shape)
     raise SpecError(f"summary: expected a Sequential, a layer, a spec dict or list, or a model name/spec string; "
                     f"received {type(model_or_spec).__name__}")
-
-
-def _shape(input_shape) -> tuple[int, ...] | None:
-    return None if input_shape is None else tuple(input_shape)
 
 
 def summary(model_or_spec, input_shape: Sequence[int] | None = None, *, batch_size: int = 1) -> Summary:

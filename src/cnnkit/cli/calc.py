@@ -71,7 +71,7 @@ def _axes(input_hw, filter_hw, stride_hw, pads, dilation_hw, rounding) -> list[s
 
 
 def _padding_line(padding, pads) -> list[str]:
-    if padding == "same" or (isinstance(padding, tuple) and pads[0] != pads[1]) or pads[0][0] != pads[0][1]:
+    if padding == "same" or len({p for axis in pads for p in axis}) > 1:  # not one P on every side
         (t, b), (left, r) = pads
         why = " (keeps ceil(W/S))" if padding == "same" else ""
         return [f"Padding{why}: top {t}, bottom {b}, left {left}, right {r}"]
