@@ -32,18 +32,18 @@ import pytest
 
 from conftest import IN_CI
 
-CHROMIUM = os.environ.get("CNNKIT_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars",
          "--remote-debugging-port=0", "--window-size=1280,900"]
 TIMEOUT = 60.0
 
 
-def need_chromium() -> str:
-    if Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK):
-        return CHROMIUM
-    why = f"Chromium not found at {CHROMIUM} (install it: apt-get install -y chromium)"
-    if IN_CI:
+def need_chromium(binary: str = CHROMIUM, in_ci: bool = IN_CI) -> str:
+    if Path(binary).is_file() and os.access(binary, os.X_OK):
+        return binary
+    why = f"Chromium not found at {binary} (install it: apt-get install -y chromium)"
+    if in_ci:
         pytest.fail(f"{why}; it is required under CI=true")
     pytest.skip(why)
 
@@ -240,6 +240,14 @@ def browser():
 
 
 # --------------------------------------------------------------------------- tests
+def test_missing_chromium_skips_locally_and_fails_under_ci(tmp_path):
+    absent = str(tmp_path / "no-chromium")
+    with pytest.raises(pytest.skip.Exception, match="Chromium not found"):
+        need_chromium(absent, in_ci=False)
+    with pytest.raises(pytest.fail.Exception, match="required under CI=true"):
+        need_chromium(absent, in_ci=True)
+
+
 def test_checks_catch_a_bad_page(browser, tmp_path):
     """The control: a broken image, a request to a loopback server and a console error are all caught."""
     hits = []

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnkit import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential
+from cnnkit import AvgPool2d, Conv2d, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU, Sequential
 from cnnkit.errors import CnnkitError, LabelError, UserInputError
 from cnnkit.viz import (activation_maps, activation_pixels, confusion_matrix, filter_pixels, per_class_accuracy,
                         plot_activations, plot_confused, plot_confusion, plot_curves, plot_filters, plot_saliency,
@@ -104,10 +104,12 @@ def test_activation_scale_is_shared_by_the_channels_of_a_layer():
 def test_constant_output_is_black_and_order_is_low_to_high():
     assert activation_pixels(np.full((2, 2), 3.0))[0].tolist() == [[0, 0], [0, 0]]
     model = Sequential([Conv2d(4, 3, name="c1"), ReLU(), MaxPool2d(2, name="p1"), Conv2d(4, 3, name="c2"),
-                        Flatten(), Linear(3)], input_shape=(12, 12, 3))
-    maps = activation_maps(model, np.zeros((12, 12, 3), np.uint8))
+                        AvgPool2d(3, name="p2"), GlobalAvgPool2d(name="gap"), Linear(3)], input_shape=(12, 12, 3))
+    maps = activation_maps(model, np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8))
     assert [(n, t, y.shape) for n, t, y in maps] == [
-        ("c1", "Conv2d", (10, 10, 4)), ("p1", "MaxPool2d", (5, 5, 4)), ("c2", "Conv2d", (3, 3, 4))]
+        ("c1", "Conv2d", (10, 10, 4)), ("p1", "MaxPool2d", (5, 5, 4)), ("c2", "Conv2d", (3, 3, 4)),
+        ("p2", "AvgPool2d", (1, 1, 4)), ("gap", "GlobalAvgPool2d", (1, 1, 4))]  # GAP (C,) shown as 1×1 maps
+    np.testing.assert_allclose(maps[4][2], maps[2][2].mean(axis=(0, 1), keepdims=True), rtol=1e-5)
 
 
 def test_activation_layer_errors():

@@ -19,6 +19,12 @@ kinds:
   confusion    the run's confusion matrix on its test set (RUN_DIR)
   confused     the run's most-confused test images (RUN_DIR)
 
+how numbers become pixels:
+  filters      each filter scaled by its largest |weight|: mid-grey = 0, white = +max, black = -max
+  activations  one scale per layer for this image: pixel = floor(255 (y - min) / (max - min) + 0.5),
+               black = the layer's smallest output, white = its largest (conv layers before ReLU)
+  saliency     black = 0, brightest = the map's maximum (inferno colour map)
+
 MODEL_FILE is a model.npz (a run folder holding one works too); IMAGE any image Pillow reads,
 converted to the model's input as cnnkit predict does.
 

@@ -10,7 +10,8 @@ all its channels (so a quiet channel looks darker than a busy one), from the lay
 When ``hi == lo`` (a constant output) every pixel is 0. Maps are drawn in grey (R = G = B =
 pixel) and enlarged by an integer factor without interpolation, so each output value is a
 square block of identical pixels; :meth:`Picture.cell` reads one map back exactly.
-Conv layers are shown as they compute (before the activation function that follows them).
+Conv layers are shown as they compute (before the activation function that follows them); a
+global average pool, one number per channel, is shown as 1×1 maps.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import numpy as np
 
 from ..errors import UserInputError
 from ..layers.conv import Conv2d
-from ..layers.pool import AvgPool2d, MaxPool2d
+from ..layers.pool import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from ..shapes import fmt_shape
 from .common import Picture, Section, compose, zoom_for
 from .inputs import prepare
 
-SHOWN_TYPES = (Conv2d, MaxPool2d, AvgPool2d)
+SHOWN_TYPES = (Conv2d, MaxPool2d, AvgPool2d, GlobalAvgPool2d)
 
 
 def activation_pixels(y: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -53,7 +54,9 @@ def activation_maps(model, image, layer: str | None = None) -> list[tuple[str, s
 
 def _maps(model, x: np.ndarray, shown) -> list[tuple[str, str, np.ndarray]]:
     wanted = {lay.name: type(lay).__name__ for lay in shown}
-    return [(name, wanted[name], y[0]) for name, y in model.activations(x) if name in wanted]
+    # a global average pool gives one number per channel: shown as 1×1 maps, (C,) -> (1, 1, C)
+    return [(name, wanted[name], y[0].reshape(1, 1, -1) if y.ndim == 2 else y[0])
+            for name, y in model.activations(x) if name in wanted]
 
 
 def _shown_layers(model, layer: str | None):
