@@ -25,6 +25,8 @@ _EXPORTS = {
     "Sequential": "model",
     "model_from_config": "spec", "parse_inline": "spec", "resolve_model": "spec",
     "builtin_spec": "zoo", "BUILTIN_MODELS": "zoo",
+    # fully-connected ⇄ convolution
+    "conv_as_linear": "convert", "to_fully_convolutional": "convert", "score_map": "convert",
     "summary": "summary", "Summary": "summary",
     "save": "io", "load": "io", "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
     "check_gradients": "gradcheck", "GradCheckReport": "gradcheck",
