@@ -14,8 +14,10 @@ preprocessing, a checkpoint with a state tree, and lenet5) and are of four famil
   lengths and versions), data truncated or extended, members swapped, renamed, duplicated, deleted,
   added (including object arrays whose unpickling would write the marker), other compressions;
 * config JSON edits: keys deleted or replaced by hostile values (NaN, huge numbers, wrong types,
-  deep nesting), format versions, shapes, layer hyperparameters, invalid UTF-8, duplicate keys,
-  and huge declared shapes made consistent between the config and the ``.npy`` header;
+  deep nesting), format versions, shapes, invalid UTF-8, duplicate keys, huge declared shapes made
+  consistent between the config and the ``.npy`` header, and architecture edits kept consistent
+  with the rest of the config (input sizes up to 2^31 - 1, hostile layer hyperparameters, layers
+  deleted, duplicated or inserted) so that the model builder and the shape arithmetic run;
 * whole-file replacements: empty, random, a pickle, gzip, a bare .npy, JSON text.
 
 Case ``i`` of seed ``s`` uses ``random.Random(f"{s}-{i}")``, so any failure reproduces alone:
@@ -201,6 +203,37 @@ def mutate_json(cfg, r: random.Random):
     return text
 
 
+HYPER_KEYS = ["filters", "size", "stride", "padding", "dilation", "outputs", "p", "momentum", "eps", "rounding",
+              "init", "bias", "negative_slope", "name", "type"]
+HYPER_VALUES = [0, -1, 1, 2, 3, 5, 2**20, 2**31 - 1, 10**7 + 1, 10**12, 2**100, 1.5, -0.5, 1e-300, "same", "valid",
+                "floor", "x", "conv", "linear", "flatten", "batchnorm2d", [1, 2], [0, 0], [2**40, 1], [[1, 2], [3, 4]],
+                [[1, [2]], 3], [[-1, 2], [3, 4]], None, True, False, {}, [], "he_normal", "zeros"]
+LAYER_TYPES = ["conv2d", "maxpool2d", "avgpool2d", "globalavgpool2d", "linear", "flatten", "relu", "leakyrelu",
+               "sigmoid", "tanh", "batchnorm2d", "dropout", "unknown"]
+
+
+def mutate_architecture(cfg, r: random.Random) -> str:
+    """Edits that keep the config consistent up to the architecture, to exercise the model builder."""
+    cfg = json.loads(json.dumps(cfg))
+    arch = cfg["architecture"]
+    layers = arch["layers"]
+    for _ in range(r.randint(1, 3)):
+        op = r.random()
+        if op < 0.25:
+            shape = [r.choice([1, 2, 3, 5, 7, 28, 32, 10**6, 10**7 + 1, 2**31 - 1]) for _ in range(3)]
+            cfg["input_shape"] = arch["input_shape"] = shape
+        elif op < 0.75 and layers:
+            layer = r.choice(layers)
+            layer[r.choice(HYPER_KEYS)] = r.choice(HYPER_VALUES)
+        elif op < 0.85 and layers:
+            del layers[r.randrange(len(layers))]
+        elif op < 0.92 and layers:
+            layers.insert(r.randrange(len(layers) + 1), dict(r.choice(layers)))
+        else:
+            layers.insert(r.randrange(len(layers) + 1), {"type": r.choice(LAYER_TYPES)})
+    return json.dumps(cfg)
+
+
 def _config_member(members):
     for i, (name, data) in enumerate(members):
         if name == "config.npy":
@@ -212,7 +245,7 @@ def mutate_members(data: bytes, r: random.Random, marker: str) -> tuple[str, byt
     members = members_of(data)
     ci, cfg = _config_member(members)
     weights = [i for i, (n, _) in enumerate(members) if n != "config.npy"]
-    kind = r.choice(["npy_header", "npy_header", "config_json", "config_json", "config_json", "config_bytes",
+    kind = r.choice(["npy_header", "npy_header", "config_json", "config_json", "architecture", "config_bytes",
                      "huge_consistent", "swap", "rename", "delete", "duplicate", "extra", "object_member",
                      "member_data", "compression"])
     if kind == "npy_header" and weights:
@@ -246,6 +279,9 @@ def mutate_members(data: bytes, r: random.Random, marker: str) -> tuple[str, byt
     elif kind == "config_json" and cfg is not None:
         text = mutate_json(cfg, r)
         members[ci] = ("config.npy", npy_bytes(np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8)))
+    elif kind == "architecture" and cfg is not None:
+        text = mutate_architecture(cfg, r)
+        members[ci] = ("config.npy", npy_bytes(np.frombuffer(text.encode(), np.uint8)))
     elif kind == "config_bytes" and cfg is not None:
         raw = bytearray(json.dumps(cfg).encode())
         edit = r.choice(["utf8", "dtype", "shape", "flip"])
