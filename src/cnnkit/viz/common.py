@@ -137,7 +137,7 @@ class Section:
     """One titled block of equally sized cells, ``columns`` per row.
 
     ``cells`` are ``(key, uint8 array, caption or None)``; ``row_labels`` (optional) go left of
-    each row, ``note`` (optional) under the title in grey.
+    each row, ``col_labels`` above the first row, ``note`` (optional) under the title in grey.
     """
 
     title: str
@@ -145,6 +145,7 @@ class Section:
     columns: int
     zoom: int = 1
     row_labels: Sequence[str] | None = None
+    col_labels: Sequence[str] | None = None
     note: str | None = None
 
 
@@ -164,8 +165,11 @@ def compose(sections: Sequence[Section], title: str | None = None, title_size: i
         y_note = y
         if sec.note:
             y += text_box(sec.note, small)[1] + 4
+        y_cols = y
+        if sec.col_labels and sec.cells:
+            y += text_box("Ag", small)[1] + 3
         if not sec.cells:
-            plans.append((sec, y_title, y_note, 0, 0, 0, 0))
+            plans.append((sec, y_title, y_note, y_cols, 0, 0, 0, 0))
             y += 10
             continue
         ch, cw = sec.cells[0][1].shape[:2]
@@ -178,7 +182,7 @@ def compose(sections: Sequence[Section], title: str | None = None, title_size: i
         row_h = ch * z + 2 + cap_h + GAP
         cols = max(1, min(sec.columns, len(sec.cells)))
         rows = -(-len(sec.cells) // cols)
-        plans.append((sec, y_title, y_note, label_w, col_w, row_h, y))
+        plans.append((sec, y_title, y_note, y_cols, label_w, col_w, row_h, y))
         width = max(width, 2 * MARGIN + label_w + cols * col_w,
                     2 * MARGIN + text_box(sec.title, heading)[0],
                     2 * MARGIN + (text_box(sec.note, small)[0] if sec.note else 0))
@@ -187,7 +191,7 @@ def compose(sections: Sequence[Section], title: str | None = None, title_size: i
     # ---- draw
     canvas = np.full((height, width, 3), BACKGROUND, np.uint8)
     cells: dict[tuple, tuple[int, int, int, int, int]] = {}
-    for sec, _, _, label_w, col_w, row_h, y0 in plans:
+    for sec, _, _, _, label_w, col_w, row_h, y0 in plans:
         if not sec.cells:
             continue
         z = sec.zoom
@@ -205,7 +209,7 @@ def compose(sections: Sequence[Section], title: str | None = None, title_size: i
     draw = ImageDraw.Draw(img)
     if title:
         draw.text((MARGIN, MARGIN), title, fill=INK, font=font(title_size))
-    for sec, y_title, y_note, label_w, col_w, row_h, y0 in plans:
+    for sec, y_title, y_note, y_cols, label_w, col_w, row_h, y0 in plans:
         draw.text((MARGIN, y_title), sec.title, fill=INK, font=font(heading))
         if sec.note:
             draw.text((MARGIN, y_note), sec.note, fill=MUTED, font=font(small))
@@ -217,6 +221,11 @@ def compose(sections: Sequence[Section], title: str | None = None, title_size: i
             if cap:
                 r, c = divmod(i, cols)
                 draw.text((MARGIN + label_w + c * col_w, y0 + r * row_h + ch + 2), cap, fill=MUTED, font=font(small))
+        for c, label in enumerate(sec.col_labels or ()):
+            tw = text_box(label, small)[0]
+            cw = sec.cells[0][1].shape[1] * sec.zoom + 2
+            draw.text((MARGIN + label_w + c * col_w + max(0, (cw - tw) // 2), y_cols), label, fill=MUTED,
+                      font=font(small))
         for r, label in enumerate(sec.row_labels or ()):
             draw.text((MARGIN, y0 + r * row_h + max(0, (ch - small) // 2)), label, fill=MUTED, font=font(small))
     out = np.asarray(img, dtype=np.uint8).copy()

@@ -107,8 +107,9 @@ def plot_filters(model, layer: str | None = None, max_filters: int = 32, max_cha
         z = zoom_for(fh, fw, 30)
         cells = [((i, j), pixels[:, :, j, i], None) for i in range(shown_k) for j in range(shown_c)]
         more_c = f" (first {shown_c} of {c})" if shown_c < c else ""
-        note = (f"one row per filter, one column per input channel{more_c}; mid-grey = 0, "
+        note = (f"one row per filter, one column per input channel c1, c2 …{more_c}; mid-grey = 0, "
                 f"white/black = ± the filter's largest |weight|{more_k}")
         sec = Section(title, cells, columns=shown_c, zoom=z, note=note,
-                      row_labels=[f"filter {i + 1}" for i in range(shown_k)])
+                      row_labels=[f"filter {i + 1}" for i in range(shown_k)],
+                      col_labels=[f"c{j + 1}" for j in range(shown_c)])
     return compose([sec])
