@@ -14,6 +14,8 @@ from pathlib import Path
 
 from . import add_command
 
+DOWNLOADED = ("mnist", "fashion-mnist", "cifar10")  # datasets that may be downloaded (and show progress)
+
 
 def register(sub) -> None:
     p = add_command(sub, "evaluate", help="accuracy, top-5, per-class accuracy and confusion matrix of a model",
@@ -28,15 +30,19 @@ def register(sub) -> None:
                    help="image folders: how images of another size are converted (default stretch)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    p.add_argument("--quiet", action="store_true", help="no download progress")
 
 
-def load_eval_dataset(name: str, split: str, model, data_dir=None, cache_dir=None, resize: str = "stretch"):
+def load_eval_dataset(name: str, split: str, model, data_dir=None, cache_dir=None, resize: str = "stretch",
+                      progress: bool = True):
     """A named dataset, or an image folder converted to the model's input shape and classes."""
     from ..data import LOADERS, load_dataset
 
-    if name.lower() not in LOADERS and Path(name).expanduser().is_dir():
+    key = name.lower()
+    if key not in LOADERS and Path(name).expanduser().is_dir():
         return load_dataset(name, split, shape=model.input_shape, resize=resize, class_names=model.class_names)
-    return load_dataset(name, split, data_dir=data_dir, cache_dir=cache_dir)
+    options = {"progress": progress} if key in DOWNLOADED else {}
+    return load_dataset(name, split, data_dir=data_dir, cache_dir=cache_dir, **options)
 
 
 def run(args) -> int:
@@ -47,7 +53,8 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise UserInputError(f"--batch-size must be a positive integer; received {args.batch_size}")
     model = load(args.model)
-    ds = load_eval_dataset(args.dataset, args.split, model, args.data_dir, args.cache_dir, args.resize)
+    ds = load_eval_dataset(args.dataset, args.split, model, args.data_dir, args.cache_dir, args.resize,
+                           progress=not args.quiet)
     result = evaluate(model, ds, args.batch_size,
                       info={"dataset": args.dataset, "split": args.split, "model": str(Path(args.model))})
     if args.format == "json":
