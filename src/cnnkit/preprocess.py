@@ -138,8 +138,6 @@ def to_array(image: ImageLike, shape: Sequence[int], resize: str = "stretch", wh
         >>> to_array(np.full((2, 4, 3), 200, np.uint8), (2, 2, 1)).shape
         (2, 2, 1)
     """
-    from PIL import Image
-
     if resize not in RESIZE_RULES:
         raise ImageError(f"resize must be one of {', '.join(RESIZE_RULES)}. Received: {resize!r}")
     height, width, channels = (int(s) for s in shape)
