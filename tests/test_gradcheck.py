@@ -70,7 +70,7 @@ def test_every_element_of_a_small_model():
     report = check_gradients(model, all=True)
     assert report.passed, report.format()
     assert report.samples is None
-    assert [t.checked for t in report.tensors] == [2 * 50, 54, 3, 3, 3, 27 * 4, 4]
+    assert [t.checked for t in report.tensors] == [4 * 50, 54, 3, 3, 3, 27 * 4, 4]
 
 
 def test_single_layer_passes():
@@ -156,7 +156,7 @@ def test_sampling_is_documented_and_deterministic():
     sizes = {t.name: int(np.prod(t.shape)) for t in a.tensors}
     for t in a.tensors:  # samples random elements + the largest gradient (unless already drawn)
         assert t.checked == sizes[t.name] if sizes[t.name] <= 5 else t.checked in (5, 6)
-    assert a.tensors[0].shape == (2, 28, 28, 1) and a.batch_size == 2
+    assert a.tensors[0].shape == (4, 28, 28, 1) and a.batch_size == 4
     assert "5 random elements per tensor + the largest gradient (seed 3)" in a.format()
 
 

@@ -38,7 +38,8 @@ def register(sub) -> None:
     how.add_argument("--samples", type=int, default=None, metavar="N",
                      help="random elements checked per tensor (default 20)")
     how.add_argument("--all", action="store_true", help="check every element (slow for large models)")
-    p.add_argument("--batch-size", type=int, default=2, metavar="N", help="examples in the random input (default 2)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="examples in the random input (default 4)")
     p.add_argument("--mode", choices=("train", "eval"), default="train",
                    help="BatchNorm/Dropout behaviour during the check (default train)")
     p.add_argument("--seed", type=int, default=0, help="seed of the input, r, the sample and fresh weights (default 0)")
@@ -47,14 +48,16 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..errors import ShapeError
-    from ..gradcheck import DEFAULT_SAMPLES, check_gradients
+    from ..gradcheck import DEFAULT_BATCH, DEFAULT_SAMPLES, check_gradients
     from ..spec import resolve_model
 
     model = resolve_model(args.model, args.input, seed=args.seed)
     if not model.built:
         raise ShapeError(f"{args.model!r} has no input shape: pass --input HxWxC, e.g. --input 28x28x1")
-    report = check_gradients(model, samples=DEFAULT_SAMPLES if args.samples is None else args.samples,
-                             all=args.all, seed=args.seed, batch_size=args.batch_size, mode=args.mode)
+    samples = DEFAULT_SAMPLES if args.samples is None else args.samples
+    batch_size = DEFAULT_BATCH if args.batch_size is None else args.batch_size
+    report = check_gradients(model, samples=samples, all=args.all, seed=args.seed, batch_size=batch_size,
+                             mode=args.mode)
     if args.format == "json":
         print(json.dumps(report.to_dict(), indent=2))
     else:
