@@ -183,3 +183,12 @@ def test_mismatched_counts_and_labels_out_of_range(tmp_path, monkeypatch):
 def test_no_download_when_off(tmp_path):
     with pytest.raises(DatasetError, match=r"missing train-images-idx3-ubyte.gz and downloads are off"):
         mnist.load_idx_dataset("mnist", "train", cache_dir=tmp_path, download_missing=False)
+
+
+def test_damaged_cache_file_says_how_to_recover(tmp_path):
+    (tmp_path / "mnist").mkdir()
+    write_split(tmp_path / "mnist", "test")
+    p = tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz"
+    p.write_bytes(p.read_bytes()[:-30])
+    with pytest.raises(DatasetError, match=r"truncated gzip archive .*; delete it to download it again"):
+        mnist.load_idx_dataset("mnist", "test", cache_dir=tmp_path, download_missing=False)

@@ -195,7 +195,12 @@ def load_cifar10(split: str = "train", data_dir: str | os.PathLike | None = None
         raise DatasetError(f"{folder}: missing {', '.join(missing)}")
     xs, ys = [], []
     for name in files:
-        x, y = parse_batch(_read(folder / name), str(folder / name), RECORDS_PER_BATCH)
+        try:
+            x, y = parse_batch(_read(folder / name), str(folder / name), RECORDS_PER_BATCH)
+        except DatasetError as e:
+            if data_dir is None:  # a damaged cache: say how to get a good one
+                raise DatasetError(f"{e}; delete {folder} to download it again") from None
+            raise
         xs.append(x)
         ys.append(y)
     from . import Dataset

@@ -270,8 +270,13 @@ def load_idx_dataset(name: str = "mnist", split: str = "train", data_dir: str | 
     images_path, labels_path = locate(spec, split, data_dir, cache_dir, download_missing=download_missing,
                                       progress=progress)
     images_stem, labels_stem = STEMS[split]
-    x = read_idx_file(images_path, 3, (28, 28), spec.content_sha256.get(images_stem), spec.name, images_stem)
-    y = read_idx_file(labels_path, 1, None, spec.content_sha256.get(labels_stem), spec.name, labels_stem)
+    try:
+        x = read_idx_file(images_path, 3, (28, 28), spec.content_sha256.get(images_stem), spec.name, images_stem)
+        y = read_idx_file(labels_path, 1, None, spec.content_sha256.get(labels_stem), spec.name, labels_stem)
+    except DatasetError as e:
+        if data_dir is None:  # a damaged cache file: say how to get a good one
+            raise DatasetError(f"{e}; delete it to download it again") from None
+        raise
     if len(x) != len(y):
         raise DatasetError(f"{images_path} holds {len(x):,} images but {labels_path} {len(y):,} labels")
     if not spec.content_sha256 and len(x) != SPLIT_SIZES[split]:
