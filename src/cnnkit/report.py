@@ -47,7 +47,7 @@ img.plot { image-rendering: auto; }
 .bar { background: #dfe8f5; width: 180px; height: 12px; display: inline-block; vertical-align: middle; }
 .bar span { background: #3b73b9; height: 12px; display: block; }
 .big { font-size: 22px; font-weight: 600; } .missing { color: #a33; font-style: italic; }
-.row { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
+.row { display: flex; flex-wrap: wrap; gap: 8px 20px; align-items: flex-start; }
 """
 
 

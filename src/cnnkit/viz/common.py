@@ -178,7 +178,7 @@ def compose(sections: Sequence[Section], title: str | None = None, title_size: i
         label_w = label_w + 8 if label_w else 0
         cap_h = text_box("Ag", small)[1] + 3 if any(c[2] for c in sec.cells) else 0
         cap_w = max((text_box(c[2], small)[0] for c in sec.cells if c[2]), default=0)
-        col_w = max(cw * z + 2, cap_w) + GAP
+        col_w = max(cw * z + 2, cap_w + 8 if cap_w else 0) + GAP
         row_h = ch * z + 2 + cap_h + GAP
         cols = max(1, min(sec.columns, len(sec.cells)))
         rows = -(-len(sec.cells) // cols)

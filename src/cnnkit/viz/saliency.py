@@ -90,7 +90,7 @@ def plot_saliency(model, images, labels: Sequence[str] | None = None, size: int 
         cls = names[k] if names and k < len(names) else f"class {k}"
         z = zoom_for(*sal.shape, size)
         caption = labels[i] if labels else "input"
-        cells = [((i, "input"), shown, caption), ((i, "saliency"), heat, f"saliency, max {m:.3g}"),
+        cells = [((i, "input"), shown, caption), ((i, "saliency"), heat, f"max {m:.3g}"),
                  ((i, "overlay"), overlay, "overlay")]
         sections.append(Section(f"predicted {cls} (p = {probs[k]:.2f})", cells, columns=3, zoom=z))
     if note:
