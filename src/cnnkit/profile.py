@@ -1,0 +1,508 @@
+"""Where a model's time goes: per-layer forward and backward time, and how much of it is matrix
+multiplies, element-wise work, or copies and the rest.
+
+Example:
+    >>> p = profile_model("lenet5", batch_size=8, steps=2)
+    >>> [row.name for row in p.rows][:3]
+    ['conv1', 'relu1', 'pool1']
+    >>> round(sum(p.category_shares().values()), 6)
+    1.0
+
+What is measured, in two passes over the same kind of step on a *copy* of the model (the model
+given is never changed):
+
+1. **Timing pass.** Each layer's ``forward_cached`` and ``backward_cached`` is wrapped with a clock
+   (``time.perf_counter``) around the call; so are the loss and the optimiser. A training step is
+   the one :func:`cnnkit.train.fit` runs: ``model.forward``, softmax cross-entropy,
+   ``model.backward`` without the input gradient, SGD with momentum 0.9. An inference step
+   (``train=False``) is what ``predict`` runs: ``model.logits`` in evaluation mode. Every figure is
+   the median over the measured steps, after warm-up steps.
+2. **Classifying pass.** The same steps again while cnnkit's NumPy calls are observed: the name
+   ``np`` inside the modules of ``cnnkit.kernels``, ``cnnkit.layers``, ``cnnkit.model`` and
+   ``cnnkit.optim`` points at a proxy that clocks each ufunc call and marks the arrays NumPy
+   returns, and the arrays that enter a layer (its input, dy, its parameters) are viewed as a
+   subclass whose ``__array_ufunc__`` clocks the ufunc calls made on them — so ``a @ b`` is seen
+   as well as ``np.matmul``. A ``matmul`` call (or ``np.dot``, ``einsum``, ``tensordot``) counts
+   as a **matrix multiply**, with 2·m·k·n FLOPs from its operand shapes (``matmul``/``dot``
+   only); any other ufunc call, reductions included, as **element-wise**. What remains of a
+   layer's time from the timing pass is **copies and other**: the im2col and pooling copies made
+   by assignment, allocations and page faults, Python.
+
+The proxy and the wrappers exist only inside :func:`profile_model`; nothing costs anything when
+no profile runs. Limits: work done outside NumPy (a compiled helper) counts as copies and other;
+when a kernel runs shards in several threads, the times of each category are summed over the
+threads (so they describe CPU work rather than wall time), and each row's categories are then
+scaled to its wall time. The ``(outside layers)`` row is the step's time not spent in a layer,
+the loss or the optimiser (the model's own glue).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import pkgutil
+import statistics
+import threading
+import time
+import types
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import UserInputError
+
+CATEGORIES = ("gemm", "elementwise", "other")
+CATEGORY_LABELS = {"gemm": "matrix multiplies", "elementwise": "element-wise", "other": "copies and other"}
+_GEMM_FUNCTIONS = frozenset({"dot", "einsum", "tensordot", "inner", "vdot"})
+_FLOPS_KNOWN = frozenset({"matmul", "dot"})
+_UFUNC_METHODS = frozenset({"reduce", "accumulate", "reduceat", "outer", "at"})
+
+
+# --------------------------------------------------------------------------- observing NumPy
+class _Recorder:
+    """Clock of the NumPy calls made while a profile classifies: seconds and FLOPs per bucket."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.fallback: tuple[str, str] | None = None  # bucket for threads that set none (workers)
+        self.seconds: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+
+    def bucket(self) -> tuple[str, str] | None:
+        return getattr(self.local, "bucket", None) or self.fallback
+
+    def call(self, kind: int, flops: int, fn, *args, **kwargs):
+        if getattr(self.local, "busy", False):  # a call inside a clocked call: counted once
+            return fn(*args, **kwargs)
+        self.local.busy = True
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            dt = time.perf_counter() - t0
+            self.local.busy = False
+            key = self.bucket()
+            if key is not None:
+                with self.lock:
+                    acc = self.seconds[key]
+                    acc[kind] += dt
+                    acc[2] += flops if kind == 0 else 0
+
+
+_RECORDER: _Recorder | None = None
+
+
+def _plain(a):
+    return a.view(np.ndarray) if isinstance(a, _Traced) else a
+
+
+def _traced(result):
+    if type(result) is np.ndarray:
+        return result.view(_Traced)
+    if isinstance(result, tuple):
+        return tuple(_traced(r) for r in result)
+    return result
+
+
+def _gemm_flops(a, b) -> int:
+    """2·m·k·n (times the batch of stacked matrices) for ``a @ b``; 0 if the shapes say nothing."""
+    sa, sb = np.shape(a), np.shape(b)
+    if not sa or not sb:
+        return 0
+    m = sa[-2] if len(sa) > 1 else 1
+    n = sb[-1] if len(sb) > 1 else 1
+    batch = max(math.prod(sa[:-2]), math.prod(sb[:-2]))
+    return 2 * m * sa[-1] * n * batch
+
+
+def _dispatch(ufunc: np.ufunc, method: str, inputs, kwargs):
+    """Run ``ufunc.method`` on plain arrays, clocked; results come back marked."""
+    args = tuple(_plain(a) for a in inputs)
+    out = kwargs.get("out")
+    if out is not None:
+        kwargs["out"] = tuple(_plain(o) for o in out) if isinstance(out, tuple) else _plain(out)
+    fn = getattr(ufunc, method)
+    rec = _RECORDER
+    if rec is None:
+        result = fn(*args, **kwargs)
+    elif ufunc is np.matmul and method == "__call__":
+        result = rec.call(0, _gemm_flops(args[0], args[1]), fn, *args, **kwargs)
+    else:
+        result = rec.call(1, 0, fn, *args, **kwargs)
+    if out is not None:  # give back the caller's own output objects
+        return out if not isinstance(out, tuple) else (out[0] if len(out) == 1 else out)
+    return _traced(result)
+
+
+class _Traced(np.ndarray):
+    """An ndarray whose ufunc calls (``a @ b`` included) are clocked while a profile classifies."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return _dispatch(ufunc, method, inputs, kwargs)
+
+
+class _TracedUfunc:
+    """Stands for a ufunc inside the proxy: calls and methods (reduce, …) are clocked."""
+
+    def __init__(self, ufunc: np.ufunc) -> None:
+        self._ufunc = ufunc
+
+    def __call__(self, *args, **kwargs):
+        return _dispatch(self._ufunc, "__call__", args, kwargs)
+
+    def __getattr__(self, name: str):
+        if name in _UFUNC_METHODS:
+            return lambda *args, **kwargs: _dispatch(self._ufunc, name, args, kwargs)
+        return getattr(self._ufunc, name)
+
+
+def _traced_function(name: str, fn):
+    """A NumPy function whose array results come back marked; matrix products are clocked."""
+    def call(*args, **kwargs):
+        rec = _RECORDER
+        if name in _GEMM_FUNCTIONS and rec is not None:
+            flops = _gemm_flops(args[0], args[1]) if name in _FLOPS_KNOWN and len(args) > 1 else 0
+            return _traced(rec.call(0, flops, fn, *(_plain(a) for a in args), **kwargs))
+        return _traced(fn(*args, **kwargs))
+    return call
+
+
+class _NumpyProxy(types.ModuleType):
+    """``numpy`` as seen by the profiled modules: the same names, observed (see the module doc)."""
+
+    def __init__(self) -> None:
+        super().__init__("numpy")
+
+    def __getattr__(self, name: str):
+        value = getattr(np, name)
+        if isinstance(value, np.ufunc):
+            value = _TracedUfunc(value)
+        elif callable(value) and not isinstance(value, type):
+            value = _traced_function(name, value)
+        setattr(self, name, value)  # found directly next time
+        return value
+
+
+def _numpy_modules() -> list[types.ModuleType]:
+    """The cnnkit modules whose ``np`` the classifying pass points at the proxy."""
+    from . import kernels, layers
+
+    mods = [importlib.import_module(f"{pkg.__name__}.{info.name}")
+            for pkg in (kernels, layers) for info in pkgutil.iter_modules(pkg.__path__)]
+    mods += [importlib.import_module(f"{__package__}.{name}") for name in ("model", "optim")]
+    return [m for m in mods if getattr(m, "np", None) is np]
+
+
+# --------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class Phase:
+    """One layer's forward or backward: wall seconds and their split (seconds, summing to it)."""
+
+    seconds: float
+    gemm: float
+    elementwise: float
+    other: float
+    gemm_flop: float  # FLOPs of the matrix multiplies seen in this phase
+
+    @property
+    def gemm_gflops(self) -> float | None:
+        return self.gemm_flop / self.gemm / 1e9 if self.gemm > 0 and self.gemm_flop else None
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    """A layer (or the loss, the optimiser, the time outside layers) of a :class:`Profile`."""
+
+    name: str
+    type: str
+    output_shape: tuple[int, ...] | None
+    forward: Phase
+    backward: Phase | None
+
+    @property
+    def seconds(self) -> float:
+        return self.forward.seconds + (self.backward.seconds if self.backward else 0.0)
+
+    def category(self, key: str) -> float:
+        return getattr(self.forward, key) + (getattr(self.backward, key) if self.backward else 0.0)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What :func:`profile_model` measured. Times in seconds per step (medians)."""
+
+    model: str
+    input_shape: tuple[int, ...]
+    batch_size: int
+    mode: str  # "train" or "infer"
+    dtype: str
+    steps: int
+    step_seconds: float
+    rows: tuple[ProfileRow, ...]
+
+    @property
+    def images_per_second(self) -> float:
+        return self.batch_size / self.step_seconds
+
+    @property
+    def total_seconds(self) -> float:
+        """Sum of the rows (the step, split); shares are fractions of this."""
+        return sum(r.seconds for r in self.rows)
+
+    def category_shares(self) -> dict[str, float]:
+        """Fraction of the step in matrix multiplies, element-wise work, copies and other (sum 1)."""
+        total = self.total_seconds
+        return {k: sum(r.category(k) for r in self.rows) / total for k in CATEGORIES}
+
+    def gemm_gflops(self) -> float | None:
+        """Achieved rate of the matrix multiplies over the whole step."""
+        flop = sum(r.forward.gemm_flop + (r.backward.gemm_flop if r.backward else 0) for r in self.rows)
+        seconds = sum(r.category("gemm") for r in self.rows)
+        return flop / seconds / 1e9 if seconds > 0 and flop else None
+
+    def bound(self) -> str:
+        """One sentence naming what bounds the step, and its largest single cost."""
+        shares = self.category_shares()
+        cells = [(getattr(ph, k), f"{r.name} {which} ({CATEGORY_LABELS[k]})")
+                 for r in self.rows for which, ph in (("forward", r.forward), ("backward", r.backward))
+                 if ph is not None for k in CATEGORIES]
+        top_s, top = max(cells)
+        rate = self.gemm_gflops()
+        gemm = f"matrix multiplies {100 * shares['gemm']:.0f}%" + (f" at {rate:.0f} GF/s" if rate else "")
+        if shares["gemm"] >= 0.5:
+            head = f"bound by matrix multiplies ({gemm})"
+        else:
+            head = (f"bound by copies and element-wise work ({100 * shares['other']:.0f}% copies and other, "
+                    f"{100 * shares['elementwise']:.0f}% element-wise; {gemm})")
+        return f"{head}; largest single cost: {top}, {100 * top_s / self.total_seconds:.0f}% of the step"
+
+    # ----------------------------------------------------------------- output
+    def to_dict(self) -> dict[str, Any]:
+        def phase(ph: Phase | None):
+            return None if ph is None else {**asdict(ph), "gemm_gflops": ph.gemm_gflops}
+
+        return {
+            "model": self.model, "input_shape": list(self.input_shape), "batch_size": self.batch_size,
+            "mode": self.mode, "dtype": self.dtype, "steps": self.steps, "step_seconds": self.step_seconds,
+            "images_per_second": self.images_per_second, "category_shares": self.category_shares(),
+            "gemm_gflops": self.gemm_gflops(), "bound": self.bound(),
+            "layers": [{"name": r.name, "type": r.type,
+                        "output_shape": list(r.output_shape) if r.output_shape else None,
+                        "seconds": r.seconds, "share": r.seconds / self.total_seconds,
+                        "forward": phase(r.forward), "backward": phase(r.backward)} for r in self.rows],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def _table(self) -> tuple[list[str], list[list[str]]]:
+        head = ["layer", "type", "output", "forward ms", "backward ms", "% of step",
+                "GEMM %", "element-wise %", "copies+other %", "GEMM GF/s"]
+        body = []
+        for r in self.rows:
+            s = r.seconds or 1e-30
+            flop = r.forward.gemm_flop + (r.backward.gemm_flop if r.backward else 0)
+            rate = flop / r.category("gemm") / 1e9 if r.category("gemm") > 0 and flop else None
+            body.append([r.name, r.type, "×".join(map(str, r.output_shape)) if r.output_shape else "-",
+                         f"{1e3 * r.forward.seconds:.2f}",
+                         f"{1e3 * r.backward.seconds:.2f}" if r.backward else "-",
+                         f"{100 * r.seconds / self.total_seconds:.1f}",
+                         *(f"{100 * r.category(k) / s:.0f}" for k in CATEGORIES),
+                         f"{rate:.1f}" if rate else "-"])
+        return head, body
+
+    def _headline(self) -> str:
+        shares = self.category_shares()
+        what = "training step" if self.mode == "train" else "forward pass (inference)"
+        return (f"{self.model} {what}, batch {self.batch_size}, {'×'.join(map(str, self.input_shape))}, "
+                f"{self.dtype}: {1e3 * self.step_seconds:.1f} ms per step ({self.images_per_second:.0f} images/s), "
+                f"median of {self.steps} steps. Matrix multiplies {100 * shares['gemm']:.0f}%, element-wise "
+                f"{100 * shares['elementwise']:.0f}%, copies and other {100 * shares['other']:.0f}%.")
+
+    def to_text(self) -> str:
+        head, body = self._table()
+        widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+        lines = [self._headline(), ""]
+        for row in [head, *body]:
+            lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        return "\n".join(lines + ["", self.bound()])
+
+    def to_markdown(self) -> str:
+        head, body = self._table()
+        lines = [self._headline(), "", "| " + " | ".join(head) + " |",
+                 "|" + "|".join("---" if i < 3 else "---:" for i in range(len(head))) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines + ["", self.bound()])
+
+
+# --------------------------------------------------------------------------- running
+def _copy_model(model_or_spec, input_shape):
+    from .model import Sequential
+    from .spec import model_from_config, resolve_model
+
+    if isinstance(model_or_spec, Sequential):
+        if not model_or_spec.built and input_shape is None:
+            raise UserInputError(f"profile: {model_or_spec.name} has no input shape; pass input_shape=(H, W, C)")
+        shape = input_shape or model_or_spec.input_shape
+        copy = model_from_config(model_or_spec.config(), shape, seed=model_or_spec.seed)
+        if model_or_spec.built and tuple(shape) == model_or_spec.input_shape:
+            copy.load_state_dict(model_or_spec.state_dict())
+        return copy
+    model = resolve_model(model_or_spec, input_shape)
+    if not model.built:
+        raise UserInputError(f"profile: {model_or_spec!r} has no input shape: pass --input HxWxC "
+                             "(input_shape=(H, W, C)), e.g. 28x28x1")
+    return model
+
+
+def _check_count(value: Any, name: str, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise UserInputError(f"profile: {name} must be an integer >= {low}. Received: {name}={value!r}")
+    return int(value)
+
+
+def profile_model(model, input_shape: Sequence[int] | None = None, *, batch_size: int = 64, steps: int = 10,
+                  warmup: int = 2, train: bool = True, seed: int = 0, classify: bool = True) -> Profile:
+    """Per-layer forward/backward time of a training step (or forward pass) and its split.
+
+    Args:
+        model: a :class:`~cnnkit.model.Sequential` (profiled on a copy) or anything
+            :func:`cnnkit.spec.resolve_model` accepts (``"lenet5"``, a spec, a ``.npz`` file).
+        input_shape: (H, W, C) without the batch; default: the model's.
+        batch_size: images per step.
+        steps: measured steps per pass (medians are taken over them).
+        warmup: steps run first and not measured, in each pass.
+        train: a training step (forward, loss, backward, SGD) or, if False, inference.
+        seed: seeds the random input and labels.
+        classify: run the classifying pass (False: every layer's time counts as "other").
+    """
+    from .kernels.losses import softmax_cross_entropy
+    from .optim import SGD
+
+    batch_size, steps, warmup = (_check_count(batch_size, "batch_size"), _check_count(steps, "steps"),
+                                 _check_count(warmup, "warmup", 0))
+    m = _copy_model(model, input_shape)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch_size, *m.input_shape)).astype(m.dtype)
+    out_shape = m.output_shape()
+    labels = rng.integers(0, out_shape[0], batch_size) if len(out_shape) == 1 else None
+    dy_random = rng.standard_normal((batch_size, *out_shape)).astype(m.dtype) if labels is None else None
+    opt = SGD(m.parameters(), lr=1e-3, momentum=0.9) if train and m.parameters() else None
+    m.train() if train else m.eval()
+    clocks: dict[tuple[str, str], float] = defaultdict(float)
+    lock = threading.Lock()
+    state = {"recorder": None}
+
+    def clocked(name: str, phase: str, fn):
+        def call(*args, **kwargs):
+            rec = state["recorder"]
+            if rec is not None:
+                args = tuple(_traced(a) for a in args)
+                previous = getattr(rec.local, "bucket", None)
+                rec.local.bucket = rec.fallback = (name, phase)
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                dt = time.perf_counter() - t0
+                with lock:
+                    clocks[(name, phase)] += dt
+                if rec is not None:
+                    rec.local.bucket = previous
+        return call
+
+    for layer in m.layers:
+        layer.forward_cached = clocked(layer.name, "forward", layer.forward_cached)
+        layer.backward_cached = clocked(layer.name, "backward", layer.backward_cached)
+    loss_fn = clocked("loss", "forward", softmax_cross_entropy)
+    opt_step = clocked("optimizer", "forward", opt.step) if opt is not None else None
+
+    def step(xb):
+        if not train:
+            m.logits(xb, batch_size=batch_size)
+            return
+        logits = m.forward(xb)
+        dlogits = loss_fn(logits, labels)[1] if labels is not None else clocked("loss", "forward", lambda: dy_random)()
+        m.backward(dlogits, need_input_grad=False)
+        if opt_step is not None:
+            opt_step()
+
+    def run_pass(recorder: _Recorder | None):
+        per_step, walls, cats = defaultdict(list), [], defaultdict(lambda: defaultdict(list))
+        xb = x if recorder is None else _traced(x)
+        for i in range(warmup + steps):
+            clocks.clear()
+            if recorder is not None:
+                recorder.seconds.clear()
+            t0 = time.perf_counter()
+            step(xb)
+            wall = time.perf_counter() - t0
+            if i < warmup:
+                continue
+            walls.append(wall)
+            for key, v in clocks.items():
+                per_step[key].append(v)
+            if recorder is not None:
+                for key, (g, e, f) in recorder.seconds.items():
+                    for k, v in (("gemm", g), ("elementwise", e), ("flop", f)):
+                        cats[key][k].append(v)
+        return walls, per_step, cats
+
+    walls, per_step, _ = run_pass(None)
+    cats: dict = {}
+    if classify:
+        cats = _classifying_pass(m, state, run_pass)
+    step_s = statistics.median(walls)
+
+    def phase(key) -> Phase | None:
+        if key not in per_step:
+            return None
+        seconds = statistics.median(per_step[key])
+        c = cats.get(key, {})
+        gemm, ew = (statistics.median(c[k]) if k in c else 0.0 for k in ("gemm", "elementwise"))
+        if gemm + ew > seconds:  # clock noise or threads: keep the proportions within the wall time
+            gemm, ew = gemm * seconds / (gemm + ew), ew * seconds / (gemm + ew)
+        return Phase(seconds, gemm, ew, max(seconds - gemm - ew, 0.0),
+                     statistics.median(c["flop"]) if "flop" in c else 0.0)
+
+    shapes = {layer.name: out for layer, _, out in m.shapes()}
+    rows = [ProfileRow(layer.name, type(layer).__name__, shapes[layer.name], phase((layer.name, "forward")),
+                       phase((layer.name, "backward")) if train else None) for layer in m.layers]
+    rows = [r for r in rows if r.forward is not None]
+    for name, kind in (("loss", "softmax cross-entropy"), ("optimizer", "SGD momentum")):
+        if (name, "forward") in per_step:
+            rows.append(ProfileRow(name, kind, None, phase((name, "forward")), None))
+    outside = max(step_s - sum(r.seconds for r in rows), 0.0)
+    rows.append(ProfileRow("(outside layers)", "-", None, Phase(outside, 0.0, 0.0, outside, 0.0), None))
+    return Profile(model=m.name, input_shape=tuple(m.input_shape), batch_size=batch_size,
+                   mode="train" if train else "infer", dtype=m.dtype.name, steps=steps, step_seconds=step_s,
+                   rows=tuple(rows))
+
+
+def _classifying_pass(m, state, run_pass):
+    """The second pass, with NumPy observed (see the module docstring); everything restored after."""
+    global _RECORDER
+    recorder = _Recorder()
+    modules = _numpy_modules()
+    proxy = _NumpyProxy()
+    params = m.parameters()
+    originals = [p.value for p in params]
+    for layer in m.layers:
+        layer.clear_cache()  # workspaces are made again, by the observed kernels
+    try:
+        _RECORDER, state["recorder"] = recorder, recorder
+        for mod in modules:
+            mod.np = proxy
+        for p in params:
+            p.value = p.value.view(_Traced)
+        _, _, cats = run_pass(recorder)
+    finally:
+        for mod in modules:
+            mod.np = np
+        for p, v in zip(params, originals):
+            p.value = v
+        _RECORDER, state["recorder"] = None, None
+    return cats
