@@ -108,8 +108,9 @@ def test_batchnorm_with_a_wrong_gradient_fails(monkeypatch, which, expected):
     assert _failed(check_gradients(resolve_model(BN_SPEC, (8, 8, 2)))) == expected
 
 
-def test_a_kink_is_measured_again_but_a_bug_is_not_excused():
-    x = np.array([5e-7, 1.0, -2.0])  # the first value lies within h = 1e-6 of ReLU's kink
+@pytest.mark.parametrize("near", [5e-7, 5e-8, -5e-8])  # within h of the kink; within h/10 too
+def test_a_kink_is_measured_again_but_a_bug_is_not_excused(near):
+    x = np.array([near, 1.0, -2.0])  # the first value lies within h = 1e-6 of ReLU's kink
     r = np.array([1.0, 2.0, 3.0])
 
     def f():

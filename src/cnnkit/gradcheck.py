@@ -251,11 +251,14 @@ def check_gradients(layer_or_model, input_shape: Sequence[int] | None = None, sa
 
     # Rewinding each layer's own generator before it runs freezes the Dropout masks.
     rng_states = {i: layer.rng.bit_generator.state for i, layer in enumerate(layers) if layer.rng is not None}
-    acts = [x]                       # acts[i] = input of layer i at the unperturbed point
+    # The pure forward_cached/backward_cached pair throughout: nothing shares scratch buffers.
+    acts, caches = [x], []           # acts[i] = input of layer i at the unperturbed point
     for layer in layers:
-        acts.append(layer.forward(acts[-1]))
+        y, cache = layer.forward_cached(acts[-1])
+        acts.append(y)
+        caches.append(cache)
     r = rng.standard_normal(acts[-1].shape)
-    dx = model.backward(r).copy()  # a copy: no later pass may reuse its buffer
+    dx, grads = model.backward_cached(r, caches)
 
     def loss_from(i: int) -> Callable[[], float]:
         """L as a function of the input of layer i (the layers before i are unchanged)."""
@@ -269,7 +272,7 @@ def check_gradients(layer_or_model, input_shape: Sequence[int] | None = None, sa
         return f
 
     targets = [("input", x, dx, 0)]
-    targets += [(p.name, p.value, p.grad.copy(), i) for i, layer in enumerate(layers) for p in layer.params.values()]
+    targets += [(p.name, p.value, grads[i][key], i) for i, layer in enumerate(layers) for key, p in layer.params.items()]
     sampler = np.random.default_rng([seed, 1])
     checks = [_check_tensor(name, value, analytic, loss_from(i), None if all else samples, sampler, h)
               for name, value, analytic, i in targets]
