@@ -26,7 +26,8 @@ from cnnkit.layers import Flatten, Linear
 from cnnkit.model import Sequential
 from cnnkit.optim import CosineLR, make_optimizer
 
-GRID = [(lr, wd) for lr in (3e-4, 1e-3, 3e-3) for wd in (0.0, 1e-3, 1e-2)]
+# AdamW: decoupled decay shrinks the weights by lr·wd per step, so wd is large here
+GRID = [(lr, wd) for lr in (3e-4, 1e-3, 3e-3) for wd in (0.0, 0.1, 1.0)]
 
 
 def train_linear(train, epochs: int, lr: float, weight_decay: float, prep: dict, seed: int = 0) -> Sequential:

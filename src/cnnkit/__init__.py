@@ -41,6 +41,7 @@ _EXPORTS = {
     # training
     "fit": "train", "History": "train", "EarlyStopping": "callbacks", "KeepBest": "callbacks",
     "Callback": "callbacks",
+    "SGD": "optim", "Adam": "optim", "AdamW": "optim", "RMSprop": "optim", "make_optimizer": "optim", "StepLR": "optim", "CosineLR": "optim", "WarmupLR": "optim", "ReduceOnPlateau": "optim", "make_schedule": "optim", "DataLoader": "data.loader", "preprocessing_for": "data.loader",
 }
 
 
