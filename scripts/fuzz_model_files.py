@@ -246,7 +246,7 @@ def mutate_members(data: bytes, r: random.Random, marker: str) -> tuple[str, byt
     ci, cfg = _config_member(members)
     weights = [i for i, (n, _) in enumerate(members) if n != "config.npy"]
     kind = r.choice(["npy_header", "npy_header", "config_json", "config_json", "architecture", "config_bytes",
-                     "huge_consistent", "swap", "rename", "delete", "duplicate", "extra", "object_member",
+                     "huge_consistent", "swap", "rename", "delete", "repeat", "extra", "object_member",
                      "member_data", "compression"])
     if kind == "npy_header" and weights:
         i = r.choice(weights + [ci])
@@ -315,7 +315,7 @@ def mutate_members(data: bytes, r: random.Random, marker: str) -> tuple[str, byt
         members[i] = (new, members[i][1])
     elif kind == "delete" and members:
         del members[r.randrange(len(members))]
-    elif kind == "duplicate" and members:
+    elif kind == "repeat" and members:
         members.insert(r.randrange(len(members) + 1), members[r.randrange(len(members))])
     elif kind == "extra":
         members.append((r.choice(["weights/extra.npy", "state/50.npy", "extra.npy"]),
@@ -419,10 +419,13 @@ def make_case(seeds, r: random.Random, marker: str) -> tuple[str, str, bytes, st
     family = r.random()
     if family < 0.40:
         strategy, out = mutate_bytes(data, r)
+        strategy = f"raw:{strategy}"
     elif family < 0.95:
         strategy, out = mutate_members(data, r, marker)
+        strategy = f"member:{strategy}"
     else:
         strategy, out = replacement(r, marker)
+        strategy = f"file:{strategy}"
     if r.random() < 0.15:  # stack a second mutation
         s2, out = mutate_bytes(out, r) if out else ("none", out)
         strategy = f"{strategy}+{s2}"
@@ -457,13 +460,20 @@ class Report:
 
 def run(count: int, seed: int = 0, start: int = 0, workdir: str | None = None, timeout: float = 20.0,
         save_failures: str | None = None, progress_every: int = 0) -> Report:
-    """Load ``count`` mutated files; outcomes 'loaded', 'ModelFormatError', or failures
-    (any other exception, or a load taking longer than ``timeout`` seconds: a hang)."""
+    """Load ``count`` mutated files. Outcomes: 'ModelFormatError'; 'loaded' (the model's weights
+    equal the seed file's) or 'loaded-changed' (they differ: allowed only for mutations that
+    rebuild members with fresh CRCs or edit the architecture, which can make another valid file);
+    failures: any other exception, a load taking longer than ``timeout`` seconds (a hang), or a
+    'loaded-changed' from a raw byte mutation (a change that slipped past the stale CRCs)."""
     report = Report()
     with tempfile.TemporaryDirectory(dir=workdir) as d:
         marker = os.path.join(d, "PICKLE_RAN")
         seeds = seed_files(marker)
         path = os.path.join(d, "case.npz")
+        reference = {}
+        for name, data, _ in seeds:
+            Path(path).write_bytes(data)
+            reference[name] = cnnkit.load(path).state_dict()
 
         def on_alarm(signum, frame):
             raise _Hang()
@@ -481,8 +491,9 @@ def run(count: int, seed: int = 0, start: int = 0, workdir: str | None = None, t
                     t = time.perf_counter()
                     signal.setitimer(signal.ITIMER_REAL, timeout)
                     try:
-                        loader(path)
-                        outcome = "loaded"
+                        model = loader(path)
+                        model = model[0] if isinstance(model, tuple) else model
+                        outcome = "loaded" if _same(model.state_dict(), reference[name]) else "loaded-changed"
                     except ModelFormatError:
                         outcome = "ModelFormatError"
                     except _Hang:
@@ -497,10 +508,15 @@ def run(count: int, seed: int = 0, start: int = 0, workdir: str | None = None, t
                     if outcome == "HANG":
                         report.failures.append({"case": i, "seed_file": name, "strategy": strategy,
                                                 "loader": loader.__name__, "error": f"no answer in {timeout} s"})
+                    if outcome == "loaded-changed" and strategy.startswith("raw:"):
+                        outcome = "SILENT-CHANGE"
+                        report.failures.append({"case": i, "seed_file": name, "strategy": strategy,
+                                                "loader": loader.__name__,
+                                                "error": "a raw byte mutation loaded with different weights"})
                     report.max_seconds = max(report.max_seconds, time.perf_counter() - t)
                     report.outcomes[outcome] += 1
                     report.by_strategy[strategy.split("+")[0]][outcome] += 1
-                    if outcome not in ("loaded", "ModelFormatError") and save_failures:
+                    if outcome not in ("loaded", "loaded-changed", "ModelFormatError") and save_failures:
                         os.makedirs(save_failures, exist_ok=True)
                         Path(save_failures, f"case-{seed}-{i}.npz").write_bytes(data)
                 report.cases += 1
@@ -511,6 +527,10 @@ def run(count: int, seed: int = 0, start: int = 0, workdir: str | None = None, t
             report.seconds = time.perf_counter() - t0
         report.marker_appeared = os.path.exists(marker)
     return report
+
+
+def _same(a: dict, b: dict) -> bool:
+    return list(a) == list(b) and all(a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes() for k in a)
 
 
 def main(argv: list[str] | None = None) -> int:
