@@ -27,6 +27,9 @@ _EXPORTS = {
     "builtin_spec": "zoo", "BUILTIN_MODELS": "zoo",
     # fully-connected ⇄ convolution
     "conv_as_linear": "convert", "to_fully_convolutional": "convert", "score_map": "convert",
+    # detection: sliding windows at several sizes
+    "Detector": "detect", "Detection": "detect", "make_scenes": "detect", "train_detector": "detect",
+    "evaluate_detector": "detect",
     "summary": "summary", "Summary": "summary",
     "save": "io", "load": "io", "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
     "check_gradients": "gradcheck", "GradCheckReport": "gradcheck",

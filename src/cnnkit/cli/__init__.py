@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "evaluate",
     "predict",
     "convert",
+    "detect",
     "profile",
 )
 
