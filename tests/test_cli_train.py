@@ -126,6 +126,8 @@ def test_the_same_settings_give_bit_identical_models(capsys, folder, tmp_path):
     (["--model", "nonsense"], "unknown model 'nonsense'"),
     (["--dataset", "no-such-dataset"], "unknown dataset 'no-such-dataset'"),
     (["--model", "flatten-fc(5)"], r"outputs \(5,\) but .* has 3 classes"),
+    (["--augment", "rotate"], "unknown augmentation 'rotate'"),
+    (["--schedule", "linear"], "argument --schedule: invalid choice: 'linear'"),
 ])
 def test_bad_arguments_exit_2_with_one_clear_line(capsys, folder, tmp_path, args, message):
     full = ["--dataset", folder, "--model", MODEL, *args]
@@ -223,6 +225,36 @@ def test_memory_warning_before_training(capsys, folder, tmp_path, monkeypatch):
     assert code == 0
     assert re.search(r"warning: a batch of 8 needs about .* of activation memory \(forward \+ backward\), more "
                      r"than the 1000 B available", err)
+
+
+def test_each_dataset_has_its_recipe_and_flags_override_it():
+    import argparse
+
+    from cnnkit.cli.train import _settings
+
+    def settings(**given):
+        keys = ("model", "dataset", "data_dir", "cache_dir", "epochs", "batch_size", "optimizer", "lr", "schedule",
+                "augment", "seed")
+        return _settings(argparse.Namespace(resume=False, **{k: given.get(k) for k in keys}), None)
+
+    s = settings()
+    assert (s["model"], s["dataset"], s["epochs"], s["batch_size"], s["optimizer"], s["lr"], s["schedule"],
+            s["augment"]) == ("shapes-net", "shapes", 15, 32, "adam", 0.003, "cosine", "crop=2,flip")
+    assert settings(optimizer="sgd")["lr"] is None  # the recipe's rate belongs to its optimiser
+    assert settings(epochs=3, lr=0.1)["epochs"] == 3 and settings(lr=0.1)["lr"] == 0.1
+    assert settings(dataset="mnist")["model"] == "lenet5" and settings(dataset="MNIST")["augment"] == "crop=2"
+    folder = settings(dataset="/some/folder")
+    assert folder["model"] == "shapes-net" and folder["augment"] == "none" and folder["lr"] is None
+
+
+def test_run_json_records_schedule_and_augmentation(capsys, folder, tmp_path):
+    out = tmp_path / "run"
+    assert train(capsys, *base(folder, out, "--augment", "flip", "--schedule", "step"))[0] == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["augment"] == "flip" and run["schedule"] == "step"
+    assert run["command"][-6:] == ["--schedule", "step", "--augment", "flip", "--seed", "0"]
+    lrs = [e["lr"] for e in json.loads((out / "history.json").read_text())["epochs"]]
+    assert lrs == pytest.approx([0.001, 0.0001])  # step: divided by 10 every max(1, epochs // 3) epochs
 
 
 # ----------------------------------------------------------------------------- runs.py helpers

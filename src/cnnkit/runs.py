@@ -150,18 +150,18 @@ def versions() -> dict[str, str]:
 
 
 def run_record(*, argv: Sequence[str], model: str, model_spec: dict[str, Any], dataset: str,
-               data_dir: str | None, cache_dir: str | None, optimizer: str, lr: float, batch_size: int,
-               epochs: int, seed: int, validation: float, class_names: Sequence[str],
-               preprocessing: dict[str, Any] | None) -> dict[str, Any]:
+               data_dir: str | None, cache_dir: str | None, optimizer: str, lr: float | None, batch_size: int,
+               epochs: int, schedule: str, augment: str, seed: int, validation: float,
+               class_names: Sequence[str], preprocessing: dict[str, Any] | None) -> dict[str, Any]:
     """The ``run.json`` object: the command line, the model (its name and full spec), the
     dataset and its paths, the optimiser settings, the seed and the versions — enough to rerun
-    the training and to rebuild the report."""
+    the training and to rebuild the report. ``lr`` None: the optimiser's default rate."""
     return {
         "command": ["cnnkit", *argv],
         "model": model, "model_spec": model_spec,
         "dataset": dataset, "data_dir": data_dir, "cache_dir": cache_dir,
-        "optimizer": optimizer, "lr": lr, "batch_size": batch_size, "epochs": epochs, "seed": seed,
-        "validation": validation,
+        "optimizer": optimizer, "lr": lr, "batch_size": batch_size, "epochs": epochs, "schedule": schedule,
+        "augment": augment, "seed": seed, "validation": validation,
         "class_names": list(class_names), "preprocessing": preprocessing,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": versions(),

@@ -315,7 +315,7 @@ def fit(model, train, epochs: int = 10, batch_size: int = 64, optimizer: Any = "
                 at_boundary = True
                 show.end_epoch(history.epochs[-1])
                 epoch += 1
-                if ctrl_c["hit"]:
+                if ctrl_c["hit"] and epoch <= epochs and not history.stopped_early:
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
         history.interrupted = run.interrupted = True

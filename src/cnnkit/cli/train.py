@@ -1,6 +1,7 @@
-"""``cnnkit train``: train a model on a dataset and write a run folder (INTERFACE.md).
+"""cnnkit train: train a model on a dataset and write a run folder (INTERFACE.md).
 
-The run folder's path is the last line on stdout, so scripts can take it with ``tail -n 1``.
+The folder gets model.npz, checkpoint.npz (every epoch, and on Ctrl-C), metrics.json, history.json,
+run.json and report.html; its path is the last line on stdout (scripts: tail -n 1).
 """
 
 from __future__ import annotations
@@ -13,10 +14,20 @@ from pathlib import Path
 
 from . import add_command
 
-DEFAULTS = {"model": "shapes-net", "dataset": "shapes", "epochs": 8, "batch_size": 64, "optimizer": "adam",
-            "lr": None, "seed": 0, "data_dir": None, "cache_dir": None}
+# Defaults for every dataset, then the recipe of each named dataset on top (what `cnnkit train
+# --dataset D` uses unless told otherwise). shapes: README, "Training"; mnist: docs/mnist.md.
+DEFAULTS = {"model": "shapes-net", "dataset": "shapes", "epochs": 10, "batch_size": 64, "optimizer": "adam",
+            "lr": None, "schedule": "cosine", "augment": "none", "seed": 0, "data_dir": None, "cache_dir": None}
+RECIPES = {
+    "shapes": {"model": "shapes-net", "epochs": 15, "batch_size": 32, "lr": 0.003, "augment": "crop=2,flip"},
+    "mnist": {"model": "lenet5", "epochs": 10, "batch_size": 128, "lr": 0.002, "augment": "crop=2"},
+    "fashion-mnist": {"model": "lenet5", "epochs": 10, "batch_size": 128, "lr": 0.002, "augment": "crop=2"},
+    "cifar10": {"model": "cifar-net", "epochs": 10, "batch_size": 64, "augment": "crop=4,flip"},
+}
 VALIDATION = 0.1  # fraction of the training set held out, chosen from the seed
-RERUN_KEYS = ("model", "dataset", "batch_size", "optimizer", "lr", "seed", "data_dir", "cache_dir")
+RERUN_KEYS = ("model", "dataset", "batch_size", "optimizer", "lr", "schedule", "augment", "seed", "data_dir",
+              "cache_dir")
+SCHEDULE_CHOICES = ("cosine", "step", "plateau", "none")
 
 
 def _positive_int(text: str) -> int:
@@ -49,23 +60,38 @@ def _learning_rate(text: str) -> float:
     return value
 
 
+def _recipe_help() -> str:
+    lines = ["defaults by dataset (a flag given overrides its entry):"]
+    for name, recipe in RECIPES.items():
+        full = {**DEFAULTS, **recipe}
+        lines.append(f"  {name}: --model {full['model']} --epochs {full['epochs']} --batch-size {full['batch_size']} "
+                     f"--optimizer {full['optimizer']} --lr {full['lr'] or 'default'} --schedule {full['schedule']} "
+                     f"--augment {full['augment']}")
+    d = DEFAULTS
+    lines.append(f"  others (image folders): --model {d['model']} --epochs {d['epochs']} --batch-size "
+                 f"{d['batch_size']} --optimizer {d['optimizer']} --schedule {d['schedule']} --augment {d['augment']}")
+    lines.append("--lr defaults to the recipe's rate with the recipe's optimiser, else to the optimiser's own.")
+    return "\n".join(lines)
+
+
 def register(sub) -> None:
     p = add_command(sub, "train", help="train a model and write a run folder (its path is printed last)",
-                    func=run, description=__doc__)
-    d = DEFAULTS
-    p.add_argument("--model", help=f"built-in model, spec file (.json), model file (.npz) or inline spec "
-                                   f"(default {d['model']})")
-    p.add_argument("--dataset", help=f"shapes, mnist, fashion-mnist, cifar10 or a folder with one subfolder per "
-                                     f"class (default {d['dataset']})")
+                    func=run, description=f"{__doc__}\n{_recipe_help()}")
+    p.add_argument("--model", help="built-in model, spec file (.json), model file (.npz) or inline spec "
+                                   "(default: by dataset, shapes-net for shapes)")
+    p.add_argument("--dataset", help="shapes (default), mnist, fashion-mnist, cifar10 or a folder with one "
+                                     "subfolder per class")
     p.add_argument("--data-dir", help="folder holding the standard dataset files")
     p.add_argument("--cache-dir", help="download cache (default ~/.cache/cnnkit)")
-    p.add_argument("--epochs", type=_positive_int, help=f"passes over the training set (default {d['epochs']}; "
-                                                        "with --resume: the new total)")
-    p.add_argument("--batch-size", type=_positive_int, help=f"examples per step (default {d['batch_size']})")
-    p.add_argument("--optimizer", choices=("adam", "sgd", "adamw", "rmsprop"),
-                   help=f"optimiser (default {d['optimizer']})")
-    p.add_argument("--lr", type=_learning_rate, help="learning rate (default: the optimiser's own)")
-    p.add_argument("--seed", type=_seed, help=f"seed of the split, shuffling and initial weights (default {d['seed']})")
+    p.add_argument("--epochs", type=_positive_int, help="passes over the training set (with --resume: the new total)")
+    p.add_argument("--batch-size", type=_positive_int, help="examples per step")
+    p.add_argument("--optimizer", choices=("adam", "sgd", "adamw", "rmsprop"), help="optimiser (default adam)")
+    p.add_argument("--lr", type=_learning_rate, help="learning rate")
+    p.add_argument("--schedule", choices=SCHEDULE_CHOICES, help="learning-rate schedule, stepped once per epoch "
+                                                               "(default cosine over the run)")
+    p.add_argument("--augment", help="augmentations: crop[=PADDING], flip[=P], comma-separated, or none")
+    p.add_argument("--seed", type=_seed, help="seed of the split, shuffling, augmentation and initial weights "
+                                              "(default 0)")
     p.add_argument("--out", help="run folder (default runs/<YYYYmmdd-HHMMSS>-<model>-<dataset>/)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint "
                                                          "(from scratch, saying so, when it has none yet)")
@@ -74,29 +100,33 @@ def register(sub) -> None:
 
 
 def _settings(args, out: Path | None) -> dict:
-    """The run's settings: the defaults, the run.json of a resumed run, then what was passed."""
+    """The run's settings: the defaults, the dataset's recipe, the run.json of a resumed run, then
+    the flags given."""
     from ..errors import UserInputError
     from ..runs import read_json
 
-    given = {k: getattr(args, k) for k in (*DEFAULTS, "epochs") if getattr(args, k) is not None}
-    settings = dict(DEFAULTS)
+    given = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k) is not None}
+    saved = {}
     if args.resume and out is not None and (out / "run.json").is_file():
         saved = read_json(out / "run.json")
-        for key in (*RERUN_KEYS, "epochs"):
-            if key in saved:
-                settings[key] = saved[key]
         clash = [f"--{k.replace('_', '-')} {given[k]} (the run has {saved[k]})" for k in RERUN_KEYS
                  if k in given and k in saved and given[k] != saved[k]]
         if clash:
             raise UserInputError(f"--resume continues {out} with its own settings; drop {', '.join(clash)}")
-    settings.update(given)
+        saved = {k: saved[k] for k in (*RERUN_KEYS, "epochs") if k in saved}
+    dataset = given.get("dataset", saved.get("dataset", DEFAULTS["dataset"]))
+    recipe = RECIPES.get(str(dataset).lower(), {})
+    settings = {**DEFAULTS, **recipe, **saved, **given}
+    if "lr" not in given and "lr" not in saved and settings["optimizer"] != DEFAULTS["optimizer"]:
+        settings["lr"] = None  # the recipe's rate is for its optimiser; another takes its own default
     return settings
 
 
 def _command(settings: dict) -> list[str]:
     """The ``cnnkit train`` arguments that rerun these settings (the run folder aside)."""
     argv = ["train"]
-    for key in ("model", "dataset", "data_dir", "cache_dir", "epochs", "batch_size", "optimizer", "lr", "seed"):
+    for key in ("model", "dataset", "data_dir", "cache_dir", "epochs", "batch_size", "optimizer", "lr", "schedule",
+                "augment", "seed"):
         if settings[key] is not None:
             argv += [f"--{key.replace('_', '-')}", str(settings[key])]
     return argv
@@ -106,10 +136,11 @@ def run(args) -> int:
     import numpy as np
 
     from ..data import load_dataset
-    from ..data.loader import preprocessing_for
+    from ..data.loader import parse_augment, preprocessing_for
     from ..errors import UserInputError
     from ..io import save
-    from ..runs import (metrics_record, memory_warning, new_run_dir, prepare_out_dir, run_record, warn,
+    from ..optim import make_schedule
+    from ..runs import (metrics_record, memory_warning, new_run_dir, prepare_out_dir, read_json, run_record, warn,
                         write_json)
     from ..spec import resolve_model
     from ..evaluation import evaluate
@@ -122,6 +153,7 @@ def run(args) -> int:
     if out is not None:
         out = prepare_out_dir(out, resume=args.resume, overwrite=args.overwrite)
     s = _settings(args, out)
+    augment = parse_augment(s["augment"])  # unknown names: exit 2 before any work
 
     train_ds = load_dataset(s["dataset"], "train", data_dir=s["data_dir"], cache_dir=s["cache_dir"], seed=s["seed"])
     test_ds = load_dataset(s["dataset"], "test", data_dir=s["data_dir"], cache_dir=s["cache_dir"], seed=s["seed"])
@@ -143,15 +175,22 @@ def run(args) -> int:
     message = memory_warning(model, s["batch_size"])
     if message:
         warn(f"cnnkit train: {message}")
-    if not (args.resume and (out / "run.json").is_file()):
-        write_json(out / "run.json", run_record(
-            argv=_command(s), model=s["model"], model_spec=model.config(),
-            dataset=s["dataset"], data_dir=s["data_dir"], cache_dir=s["cache_dir"], optimizer=s["optimizer"],
-            lr=s["lr"], batch_size=s["batch_size"], epochs=s["epochs"], seed=s["seed"], validation=VALIDATION,
-            class_names=train_ds.class_names, preprocessing=model.preprocessing))
+    if args.resume and (out / "run.json").is_file():  # the run's own record; only the epochs may change
+        record = read_json(out / "run.json")
+        record.update(epochs=s["epochs"], command=["cnnkit", *_command(s)])
+    else:
+        record = run_record(
+            argv=_command(s), model=s["model"], model_spec=model.config(), dataset=s["dataset"],
+            data_dir=s["data_dir"], cache_dir=s["cache_dir"], optimizer=s["optimizer"], lr=s["lr"],
+            batch_size=s["batch_size"], epochs=s["epochs"], schedule=s["schedule"], augment=s["augment"],
+            seed=s["seed"], validation=VALIDATION, class_names=train_ds.class_names,
+            preprocessing=model.preprocessing)
+    write_json(out / "run.json", record)
 
-    history = fit(model, fit_ds, epochs=s["epochs"], batch_size=s["batch_size"], optimizer=s["optimizer"],
-                  lr=s["lr"], val=val_ds, seed=s["seed"], progress=False if args.quiet else "auto",
+    epochs = s["epochs"]
+    history = fit(model, fit_ds, epochs=epochs, batch_size=s["batch_size"], optimizer=s["optimizer"], lr=s["lr"],
+                  schedule=lambda opt: make_schedule(s["schedule"], opt, epochs=epochs), augment=augment,
+                  val=val_ds, seed=s["seed"], progress=False if args.quiet else "auto",
                   checkpoint=checkpoint, resume=args.resume)
     if history.interrupted:
         warn(f"cnnkit train: interrupted; continue with: cnnkit train --out {out} --resume")
