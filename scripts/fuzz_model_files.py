@@ -68,7 +68,7 @@ class MarkerPayload:
         self.path = path
 
     def __reduce__(self):
-        return (exec, (f"open({self.path!r}, 'w').write('pickle payload ran')",))
+        return (exec, (f"with open({self.path!r}, 'w') as f: f.write('pickle payload ran')",))
 
 
 # ============================================================================ seed files

@@ -20,7 +20,7 @@ class Payload:
         self.path = path
 
     def __reduce__(self):
-        return (exec, (f"open({self.path!r}, 'w').write('pickle payload ran')",))
+        return (exec, (f"with open({self.path!r}, 'w') as f: f.write('pickle payload ran')",))
 
 
 def object_npy(marker) -> bytes:
