@@ -294,7 +294,7 @@ def test_write_json_is_strict_json_with_nan_as_null(tmp_path):
 
 def test_memory_estimate_follows_the_summary_and_the_batch_size():
     from cnnkit.spec import resolve_model
-    from cnnkit.summary import summary
+    from cnnkit.summarize import summary
 
     model = resolve_model("shapes-net", (32, 32, 3), classes=6)
     s = summary(model, batch_size=64)

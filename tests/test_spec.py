@@ -12,7 +12,7 @@ from cnnkit import zoo
 from cnnkit.errors import ShapeError, SpecError
 from cnnkit.layers import Conv2d, Linear, MaxPool2d
 from cnnkit.spec import model_from_config, parse_inline, resolve_model, resolve_spec
-from cnnkit.summary import summary
+from cnnkit.summarize import summary
 
 
 def test_doctests_hold():

@@ -15,14 +15,14 @@ import cnnkit
 from cnnkit.errors import ShapeError, SpecError
 from cnnkit.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
 from cnnkit.model import Sequential
-from cnnkit.summary import summary
+from cnnkit.summarize import summary
 
 
 def test_doctests_hold():
-    assert doctest.testmod(importlib.import_module("cnnkit.summary")).failed == 0
+    assert doctest.testmod(importlib.import_module("cnnkit.summarize")).failed == 0
 
 
-@pytest.mark.parametrize("first", ["import cnnkit", "import cnnkit.summary; import cnnkit"])
+@pytest.mark.parametrize("first", ["import cnnkit", "import cnnkit.summarize; import cnnkit"])
 def test_cnnkit_summary_is_callable_in_any_import_order(first):
     code = f"{first}; print(cnnkit.summary('lenet5').total_params, cnnkit.summary('lenet5', (28, 28, 1)).rows[0].name)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -30,7 +30,7 @@ _EXPORTS = {
     # detection: sliding windows at several sizes
     "Detector": "detect", "Detection": "detect", "make_scenes": "detect", "train_detector": "detect",
     "evaluate_detector": "detect",
-    "summary": "summary", "Summary": "summary",
+    "summary": "summarize", "Summary": "summarize",
     "save": "io", "load": "io", "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
     "check_gradients": "gradcheck", "GradCheckReport": "gradcheck",
     "softmax": "kernels.losses", "softmax_cross_entropy": "kernels.losses", "svm_hinge": "kernels.losses",

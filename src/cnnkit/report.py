@@ -157,7 +157,7 @@ class _Report:
 
     def model_summary(self) -> str:
         from .shapes import fmt_bytes, fmt_int, fmt_shape
-        from .summary import summary
+        from .summarize import summary
 
         s = summary(self.model)
         rows = [[_esc(r.name), _esc(r.type), _esc(fmt_shape(r.output_shape)),

@@ -173,7 +173,7 @@ def batch_memory_bytes(model, batch_size: int) -> int:
     """Estimated activation memory of one training step for ``batch_size`` images: the summary's
     forward + backward figure (every layer's output kept for backward, plus its gradient; from the
     shape chain of :mod:`cnnkit.shapes`) and the input batch."""
-    from .summary import summary
+    from .summarize import summary
 
     table = summary(model, batch_size=int(batch_size))
     return table.memory_train + table.input_bytes

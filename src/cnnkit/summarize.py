@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-import types
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
@@ -242,15 +240,3 @@ def summary(model_or_spec, input_shape: Sequence[int] | None = None, *, batch_si
             receptive_field=field.size if field else None, stride=field.jump if field else None))
     return Summary(name=model.name, input_shape=tuple(shape), dtype=model.dtype.name, batch_size=batch_size,
                    rows=tuple(rows))
-
-
-class _CallableModule(types.ModuleType):
-    """``cnnkit.summary`` names both this module and its function. Whichever one Python's import
-    system leaves on the package (importing the module first puts the module there), calling it
-    computes the summary: ``cnnkit.summary(model)`` works in every import order."""
-
-    def __call__(self, model_or_spec, input_shape: Sequence[int] | None = None, *, batch_size: int = 1) -> Summary:
-        return summary(model_or_spec, input_shape, batch_size=batch_size)
-
-
-sys.modules[__name__].__class__ = _CallableModule

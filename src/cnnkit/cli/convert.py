@@ -54,7 +54,7 @@ def _conv_as_fc(args) -> int:
 def _fc_as_conv(args) -> int:
     from ..convert import crop_to_fit, score_map_shape, to_fully_convolutional, total_stride
     from ..spec import resolve_model
-    from ..summary import summary
+    from ..summarize import summary
 
     model = resolve_model(args.model, args.input, dtype="float64")
     model.eval()

@@ -26,7 +26,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..summary import summary
+    from ..summarize import summary
 
     s = summary(args.model, args.input, batch_size=args.batch_size)
     print({"text": s.to_text, "markdown": s.to_markdown, "json": s.to_json}[args.format]())
