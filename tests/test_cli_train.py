@@ -37,6 +37,18 @@ def folder(tmp_path_factory) -> str:
     return str(root)
 
 
+@pytest.fixture(autouse=True)
+def quick_report(request, monkeypatch):
+    """The report (matplotlib figures) is tested in its own files; here it is a stub except in
+    tests that ask for the ``real_report`` fixture, which check that ``cnnkit train`` writes it."""
+    if "real_report" in request.fixturenames:
+        return
+    import cnnkit.report
+
+    monkeypatch.setattr(cnnkit.report, "write_report",
+                        lambda run_dir, **kw: (Path(run_dir) / "report.html").write_text("<html></html>"))
+
+
 def train(capsys, *args: str) -> tuple[int, list[str], str]:
     """Run ``cnnkit train ARGS``; returns (exit status, stdout lines, stderr)."""
     try:
@@ -59,14 +71,20 @@ def model_weights(path: Path) -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- the run folder
-def test_train_writes_the_run_folder_and_prints_its_path_last(capsys, folder, tmp_path):
+@pytest.fixture
+def real_report():
+    """Requested by tests that run the real report (see quick_report)."""
+
+
+def test_train_writes_the_run_folder_and_prints_its_path_last(capsys, folder, tmp_path, real_report):
     out = tmp_path / "run"
     code, lines, err = train(capsys, *base(folder, out))
     assert code == 0, err
     assert lines == [str(out)]  # --quiet: the path only
     assert err == ""
-    assert {p.name for p in out.iterdir()} >= {"model.npz", "checkpoint.npz", "metrics.json", "history.json",
-                                               "run.json"}
+    assert {p.name for p in out.iterdir()} == {"model.npz", "checkpoint.npz", "metrics.json", "history.json",
+                                               "run.json", "report.html"}
+    assert "Training curves" in (out / "report.html").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics) == list(runs.METRICS_KEYS)
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["epochs"] == 2 and metrics["seed"] == 0
@@ -85,6 +103,20 @@ def test_train_writes_the_run_folder_and_prints_its_path_last(capsys, folder, tm
 
     model = load(out / "model.npz")
     assert model.class_names == ["blue", "green", "red"] and model.preprocessing == run["preprocessing"]
+
+
+def test_a_failing_report_exits_1_but_keeps_the_run(capsys, folder, tmp_path, monkeypatch):
+    import cnnkit.report
+
+    def broken(run_dir, **kw):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cnnkit.report, "write_report", broken)
+    out = tmp_path / "run"
+    code, lines, err = train(capsys, *base(folder, out))
+    assert code == 1 and lines[-1] == str(out)
+    assert f"the run is saved in {out}, but report.html failed: RuntimeError: boom" in err
+    assert (out / "model.npz").is_file() and (out / "metrics.json").is_file()
 
 
 def test_without_quiet_a_summary_line_comes_before_the_path(capsys, folder, tmp_path):
