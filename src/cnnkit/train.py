@@ -217,7 +217,7 @@ def fit(model, train, epochs: int = 10, batch_size: int = 64, optimizer: Any = "
     loss_fn = get_loss(loss)
     train_ds = _dataset(train, "train", model.class_names)
     val_ds = None
-    if isinstance(val, float) and not isinstance(val, bool):
+    if isinstance(val, (int, float)) and not isinstance(val, bool):
         train_ds, val_ds = split_validation(train_ds, val, seed)
     elif val is not None:
         val_ds = _dataset(val, "val", train_ds.class_names)
