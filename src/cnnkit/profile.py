@@ -271,12 +271,12 @@ class Profile:
                  if ph is not None for k in CATEGORIES]
         top_s, top = max(cells)
         rate = self.gemm_gflops()
-        gemm = f"matrix multiplies {100 * shares['gemm']:.0f}%" + (f" at {rate:.0f} GF/s" if rate else "")
+        at = f", at {rate:.1f} GF/s" if rate else ""
         if shares["gemm"] >= 0.5:
-            head = f"bound by matrix multiplies ({gemm})"
+            head = f"bound by matrix multiplies: {100 * shares['gemm']:.0f}% of the step{at}"
         else:
-            head = (f"bound by copies and element-wise work ({100 * shares['other']:.0f}% copies and other, "
-                    f"{100 * shares['elementwise']:.0f}% element-wise; {gemm})")
+            head = (f"bound by copies and element-wise work: {100 * shares['other']:.0f}% copies and other, "
+                    f"{100 * shares['elementwise']:.0f}% element-wise (matrix multiplies {100 * shares['gemm']:.0f}%{at})")
         return f"{head}; largest single cost: {top}, {100 * top_s / self.total_seconds:.0f}% of the step"
 
     # ----------------------------------------------------------------- output
@@ -330,12 +330,13 @@ class Profile:
             lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
         return "\n".join(lines + ["", self.bound()])
 
-    def to_markdown(self) -> str:
+    def to_markdown(self, bound: bool = True) -> str:
+        """A headline and a Markdown table (and the :meth:`bound` sentence unless ``bound=False``)."""
         head, body = self._table()
         lines = [self._headline(), "", "| " + " | ".join(head) + " |",
                  "|" + "|".join("---" if i < 3 else "---:" for i in range(len(head))) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in body]
-        return "\n".join(lines + ["", self.bound()])
+        return "\n".join(lines + (["", self.bound()] if bound else []))
 
 
 # --------------------------------------------------------------------------- running
