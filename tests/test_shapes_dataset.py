@@ -59,8 +59,8 @@ def test_load_dataset_splits_are_fixed_and_documented():
     test = load_dataset("shapes", "test", seed=123)            # the seed does not change the data
     assert isinstance(train, Dataset) and train.name == "shapes"
     assert train.class_names == list(S.SHAPE_CLASSES) == ["circle", "square", "triangle", "cross", "ring", "star"]
-    assert (len(train), len(test)) == (S.TRAIN_SIZE, S.TEST_SIZE) == (6000, 1200)
-    assert train.class_counts().tolist() == [1000] * 6 and test.class_counts().tolist() == [200] * 6
+    assert (len(train), len(test)) == (S.TRAIN_SIZE, S.TEST_SIZE) == (12000, 1200)
+    assert train.class_counts().tolist() == [2000] * 6 and test.class_counts().tolist() == [200] * 6
     x, y = S.make_shapes(S.TEST_SIZE, S.TEST_SEED)
     assert np.array_equal(test.x, x) and np.array_equal(test.y, y)
     assert not np.array_equal(train.x[:1200], test.x)

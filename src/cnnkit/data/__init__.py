@@ -8,7 +8,7 @@ augmentation are in :mod:`cnnkit.data.loader`.
 Example:
     >>> train = load_dataset("shapes", "train")
     >>> train.x.shape, train.x.dtype, train.class_names[:3]
-    ((6000, 32, 32, 3), dtype('uint8'), ['circle', 'square', 'triangle'])
+    ((12000, 32, 32, 3), dtype('uint8'), ['circle', 'square', 'triangle'])
 """
 
 from __future__ import annotations

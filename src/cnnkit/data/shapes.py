@@ -7,9 +7,14 @@ a random linear gradient and Gaussian pixel noise. A shape's colour differs from
 base colour by at least :data:`MIN_CONTRAST` (Euclidean distance in RGB, 0–1 scale), so every
 image can be classified.
 
-Fixed splits (:func:`load_shapes`): ``train`` = ``make_shapes(6000, seed=20240)`` (1,000 per
+Fixed splits (:func:`load_shapes`): ``train`` = ``make_shapes(12000, seed=20240)`` (2,000 per
 class) and ``test`` = ``make_shapes(1200, seed=20241)`` (200 per class); generated in about
-0.1 s per 1,000 images, nothing stored on disk.
+0.04 s per 1,000 images (one core), nothing stored on disk.
+
+Difficulty: softmax regression on the pixels stays at chance (about 17% test accuracy,
+``scripts/linear_baseline.py``): colour, position, size and rotation all vary, so no pixel says
+anything about the class by itself. ``shapes-net`` reaches about 98.5% (Adam 3e-3, cosine
+schedule, crop=2 and flip augmentation, 8 epochs).
 
 The renderer works on canvases of any size, so larger scenes with several objects can be drawn
 with it (later shapes cover earlier ones):
@@ -48,10 +53,10 @@ SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring
 BACKGROUND = "background"
 IMAGE_SIZE = 32
 TRAIN_SEED, TEST_SEED = 20240, 20241
-TRAIN_SIZE, TEST_SIZE = 6000, 1200
-SIZE_RANGE = (6.5, 13.0)      # shape radius in pixels on a 32-pixel image (scaled with the image)
-MIN_CONTRAST = 0.4            # RGB distance between a shape's colour and its background's base colour
-NOISE_STD = 0.06              # Gaussian pixel noise (0-1 scale), per channel, quantised to 256 levels
+TRAIN_SIZE, TEST_SIZE = 12000, 1200
+SIZE_RANGE = (8.0, 13.0)      # shape radius in pixels on a 32-pixel image (scaled with the image)
+MIN_CONTRAST = 0.5            # RGB distance between a shape's colour and its background's base colour
+NOISE_STD = 0.05              # Gaussian pixel noise (0-1 scale), per channel, quantised to 256 levels
 _CHUNK = 512                  # images rendered at once (fixed: it fixes the order of random draws)
 
 
@@ -392,7 +397,7 @@ def make_shapes(n: int, seed: int, *, image_size: int = IMAGE_SIZE, classes: Seq
 
 
 def load_shapes(split: str = "train"):
-    """The ``shapes`` dataset's fixed ``train`` (6,000 images) or ``test`` (1,200) split."""
+    """The ``shapes`` dataset's fixed ``train`` (12,000 images) or ``test`` (1,200) split."""
     from . import Dataset
 
     if split == "train":
