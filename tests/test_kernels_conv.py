@@ -1,4 +1,10 @@
-"""conv2d kernels: equal to the loop oracle, right in both dtypes, thread-safe, workspace-safe."""
+"""conv2d kernels: equal to the loop oracle, right in both dtypes, thread-safe, workspace-safe.
+
+The kernel has two memory layouts (NHWC, and batch-minor CHWN for small channel counts) and works
+in tiles of about ``TILE_BYTES`` of scratch (several images, one image, or a block of output rows
+of one image). The ``path`` fixture runs a test under each combination, forcing the layout through
+``SMALL_CHANNELS`` and the tiling through a tiny ``TILE_BYTES``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,22 @@ import pytest
 
 import reference as ref
 from cnnkit import shapes
+from cnnkit.kernels import conv as conv_module
 from cnnkit.kernels.conv import conv2d_backward, conv2d_forward, im2col
+from cnnkit.kernels.layout import from_batch_minor, is_batch_minor
+
+PATHS = {  # name -> (SMALL_CHANNELS, TILE_BYTES)
+    "nhwc": (0, 1 << 20), "nhwc-row-tiles": (0, 64), "nhwc-image-tiles": (0, 2000),
+    "batch-minor": (1 << 10, 1 << 20), "batch-minor-row-tiles": (1 << 10, 64),
+}
+
+
+@pytest.fixture(params=list(PATHS))
+def path(request, monkeypatch):
+    small, tile = PATHS[request.param]
+    monkeypatch.setattr(conv_module, "SMALL_CHANNELS", small)
+    monkeypatch.setattr(conv_module, "TILE_BYTES", tile)
+    return request.param
 
 
 def _cases():
@@ -29,7 +50,7 @@ def _cases():
 
 
 @pytest.mark.parametrize("hw, f, s, p, d, c, k", _cases())
-def test_forward_and_backward_equal_the_loop_oracle(hw, f, s, p, d, c, k):
+def test_forward_and_backward_equal_the_loop_oracle(hw, f, s, p, d, c, k, path):
     rng = np.random.default_rng(zlib.crc32(repr((hw, f, s, p, d, c, k)).encode()))
     stride, dilation = shapes.pair(s), shapes.pair(d)
     pads = shapes.resolve_padding(p, hw, f, stride, dilation)
@@ -59,7 +80,7 @@ def test_same_padding_keeps_the_size_at_stride_one(rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dtype_is_preserved_and_float32_close_to_the_oracle(dtype, rng):
+def test_dtype_is_preserved_and_float32_close_to_the_oracle(dtype, rng, path):
     x = rng.standard_normal((3, 9, 8, 3)).astype(dtype)
     w = rng.standard_normal((3, 3, 3, 4)).astype(dtype)
     b = rng.standard_normal(4).astype(dtype)
@@ -99,7 +120,7 @@ def test_im2col_rows_are_the_windows():
 
 @pytest.mark.parametrize("stride, pads", [((1, 1), ((1, 1), (1, 1))), ((2, 1), ((0, 1), (1, 0))),
                                           ((1, 1), ((3, 0), (0, 2)))], ids=["S1", "S2", "pad>=F"])
-def test_a_reused_workspace_gives_the_same_results(stride, pads, rng):
+def test_a_reused_workspace_gives_the_same_results(stride, pads, rng, path):
     w = rng.standard_normal((3, 2, 3, 4))
     ws: dict = {}
     for _ in range(3):  # the second and third calls reuse every buffer
@@ -115,7 +136,7 @@ def test_a_reused_workspace_gives_the_same_results(stride, pads, rng):
     assert ws  # the buffers were kept
 
 
-def test_two_threads_running_shards_at_once_get_the_sequential_results(rng):
+def test_two_threads_running_shards_at_once_get_the_sequential_results(rng, path):
     x = rng.standard_normal((8, 12, 12, 3)).astype(np.float32)
     w = rng.standard_normal((3, 3, 3, 8)).astype(np.float32)
     b = rng.standard_normal(8).astype(np.float32)
@@ -141,7 +162,7 @@ def test_two_threads_running_shards_at_once_get_the_sequential_results(rng):
 
 
 @pytest.mark.parametrize("pads", [((0, 0), (0, 0)), ((1, 0), (2, 1))])
-def test_a_non_contiguous_input_gives_the_same_results(pads, rng):
+def test_a_non_contiguous_input_gives_the_same_results(pads, rng, path):
     x_nchw = rng.standard_normal((2, 3, 6, 5))
     x = x_nchw.transpose(0, 2, 3, 1)  # a strided NHWC view
     w = rng.standard_normal((3, 2, 3, 2))
@@ -154,3 +175,43 @@ def test_a_non_contiguous_input_gives_the_same_results(pads, rng):
     np.testing.assert_array_equal(dx, dx0)
     np.testing.assert_array_equal(dw, dw0)
     assert db is None
+
+
+@pytest.mark.parametrize("c, k, batch_minor", [(1, 6, True), (6, 16, True), (3, 32, False), (32, 8, False)])
+def test_the_layout_follows_the_channel_counts(c, k, batch_minor, rng):
+    """Small convs return batch-minor memory (and read it without a copy); others NHWC."""
+    x = rng.standard_normal((4, 6, 6, c)).astype(np.float32)
+    w = rng.standard_normal((3, 3, c, k)).astype(np.float32)
+    y, _ = conv2d_forward(x, w, None, (1, 1), ((1, 1), (1, 1)))
+    assert is_batch_minor(y) == batch_minor and y.flags.c_contiguous != batch_minor
+    np.testing.assert_allclose(y, ref.conv2d_forward(x, w, None, (1, 1), ((1, 1), (1, 1))), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("pads", [((0, 0), (0, 0)), ((2, 1), (0, 2))])
+@pytest.mark.parametrize("stride", [(1, 1), (2, 1)])
+def test_a_batch_minor_input_equals_the_oracle_in_either_layout(pads, stride, rng, path):
+    """Input memory in CHWN order (what a small conv or a pool after it returns) and dy in either
+    order: same values as the loop oracle, and dx keeps the input's memory order."""
+    xc = rng.standard_normal((3, 7, 6, 4))  # (C, H, W, N)
+    x = from_batch_minor(xc)
+    w = rng.standard_normal((3, 2, 3, 5))
+    b = rng.standard_normal(5)
+    y, cache = conv2d_forward(x, w, b, stride, pads)
+    np.testing.assert_allclose(y, ref.conv2d_forward(x, w, b, stride, pads), rtol=1e-12, atol=1e-12)
+    dy_nhwc = rng.standard_normal(y.shape)
+    for dy in (dy_nhwc, from_batch_minor(np.ascontiguousarray(dy_nhwc.transpose(3, 1, 2, 0)))):
+        dx, dw, db = conv2d_backward(dy, cache)
+        for got, want in zip((dx, dw, db), ref.conv2d_backward(dy_nhwc, x, w, stride, pads)):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_tiles_cover_every_row_once():
+    from cnnkit.kernels.layout import tiles
+
+    for n, rows, row_bytes, budget in [(5, 4, 10, 100), (5, 4, 10, 25), (3, 7, 10, 30), (2, 3, 100, 1), (1, 1, 8, 8)]:
+        seen = np.zeros((n, rows), int)
+        for n0, n1, r0, r1 in tiles(n, rows, row_bytes, budget):
+            assert n1 > n0 and r1 > r0 and (n1 - n0 == 1 or (r0, r1) == (0, rows))
+            assert (n1 - n0) * (r1 - r0) * row_bytes <= max(budget, row_bytes)
+            seen[n0:n1, r0:r1] += 1
+        assert (seen == 1).all()

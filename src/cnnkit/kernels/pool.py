@@ -14,6 +14,10 @@ that the FH·FW passes that follow run over long contiguous rows — no loop ove
   (PyTorch's default ``count_include_pad=True``).
 * When windows do not overlap (S >= F on both axes) backward writes each input once instead of
   adding into a zeroed buffer.
+
+Layout: an input with batch-minor (CHWN) memory (see :mod:`cnnkit.kernels.layout`) is pooled in
+that memory — the (C, H, W, N) array is pooled as if C were the batch and N the channels, which
+is the same arithmetic — and the output keeps that layout; dx has the layout of x.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
+from .layout import from_batch_minor, is_batch_minor, taps_view, to_batch_minor
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
@@ -48,11 +52,7 @@ def _pad(x: np.ndarray, pads: Pads, value: float) -> np.ndarray:
 def _taps(a: np.ndarray, size, stride, out_hw, writeable: bool = False) -> np.ndarray:
     """View (FH, FW, N, H', W', C) of ``a``: [i, j] holds the element at offset (i, j) of every
     window. Writeable only where windows do not overlap (each element then appears once)."""
-    n, _, _, c = a.shape
-    (fh, fw), (sh, sw), (ho, wo) = size, stride, out_hw
-    s_n, s_h, s_w, s_c = a.strides
-    return as_strided(a, shape=(fh, fw, n, ho, wo, c), strides=(s_h, s_w, s_n, s_h * sh, s_w * sw, s_c),
-                      writeable=writeable)
+    return taps_view(a, size, stride, out_hw, writeable=writeable)
 
 
 def _tap_major(xp: np.ndarray, size, stride, out_hw) -> np.ndarray:
@@ -94,6 +94,19 @@ def _crop(dxp: np.ndarray, x_shape, pads: Pads) -> np.ndarray:
     return np.ascontiguousarray(dxp[:, pt:pt + x_shape[1], pl:pl + x_shape[2], :])
 
 
+def _kernel_order(x: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``(array, batch_minor)``: a batch-minor input as its (C, H, W, N) array (pooled with C in
+    the role of the batch and N in that of the channels), anything else as it is."""
+    if is_batch_minor(x) and not x.flags.c_contiguous:
+        return x.transpose(3, 1, 2, 0), True
+    return x, False
+
+
+def _public(a: np.ndarray, batch_minor: bool) -> np.ndarray:
+    """Back from :func:`_kernel_order`'s order to the (N, H, W, C) shape."""
+    return from_batch_minor(a) if batch_minor else a
+
+
 # --------------------------------------------------------------------------- max
 def maxpool2d_forward(x: np.ndarray, size, stride, pads: Pads = ((0, 0), (0, 0))) -> tuple[np.ndarray, Any]:
     """Max over FH×FW windows with stride (SH, SW); padding is -inf. Returns ``(y, cache)``.
@@ -107,7 +120,12 @@ def maxpool2d_forward(x: np.ndarray, size, stride, pads: Pads = ((0, 0), (0, 0))
         >>> float(y[0, 0, 0, 0]), int(argmax[0, 0, 0, 0])   # the first of the tied 3s
         (3.0, 1)
     """
-    size, stride = tuple(size), tuple(stride)
+    a, bm = _kernel_order(x)
+    y, cache = _max_forward(a, tuple(size), tuple(stride), pads)
+    return _public(y, bm), (*cache, bm)
+
+
+def _max_forward(x, size, stride, pads):
     _, _, ho, wo = _geometry(x.shape, size, stride, pads)
     taps = _tap_major(_pad(x, pads, -np.inf), size, stride, (ho, wo))
     y = taps[0].copy()
@@ -127,7 +145,8 @@ def maxpool2d_forward(x: np.ndarray, size, stride, pads: Pads = ((0, 0), (0, 0))
 
 def maxpool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     """dx: each dy goes to the input that was its window's (first) maximum; the rest get 0."""
-    argmax, x_shape, size, stride, pads = cache
+    argmax, x_shape, size, stride, pads, bm = cache
+    dy = to_batch_minor(dy) if bm else dy
     out_hw = argmax.shape[1:3]
     fh, fw = size
     non_overlapping = stride[0] >= fh and stride[1] >= fw
@@ -138,7 +157,7 @@ def maxpool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
         np.multiply(dy, mask, out=g[k])
     dxp = _grad_buffer(x_shape, dy.dtype, size, stride, pads, out_hw, non_overlapping)
     _scatter(dxp, g, size, stride, out_hw, non_overlapping)
-    return _crop(dxp, x_shape, pads)
+    return _public(_crop(dxp, x_shape, pads), bm)
 
 
 # --------------------------------------------------------------------------- average
@@ -154,7 +173,12 @@ def avgpool2d_forward(x: np.ndarray, size, stride, pads: Pads = ((0, 0), (0, 0))
         array([[1.  , 0.5 ],
                [0.5 , 0.25]])
     """
-    size, stride = tuple(size), tuple(stride)
+    a, bm = _kernel_order(x)
+    y, cache = _avg_forward(a, tuple(size), tuple(stride), pads)
+    return _public(y, bm), (*cache, bm)
+
+
+def _avg_forward(x, size, stride, pads):
     _, _, ho, wo = _geometry(x.shape, size, stride, pads)
     taps = _tap_major(_pad(x, pads, 0), size, stride, (ho, wo))
     y = taps[0].copy()
@@ -166,13 +190,14 @@ def avgpool2d_forward(x: np.ndarray, size, stride, pads: Pads = ((0, 0), (0, 0))
 
 def avgpool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     """dx: each input receives dy/(FH·FW) from every window that covers it."""
-    x_shape, out_hw, size, stride, pads = cache
+    x_shape, out_hw, size, stride, pads, bm = cache
+    dy = to_batch_minor(dy) if bm else dy
     fh, fw = size
     g = dy / dy.dtype.type(fh * fw)
     non_overlapping = stride[0] >= fh and stride[1] >= fw
     dxp = _grad_buffer(x_shape, dy.dtype, size, stride, pads, out_hw, non_overlapping)
     _scatter(dxp, np.broadcast_to(g, (fh * fw, *g.shape)), size, stride, out_hw, non_overlapping)
-    return _crop(dxp, x_shape, pads)
+    return _public(_crop(dxp, x_shape, pads), bm)
 
 
 # --------------------------------------------------------------------------- global average
