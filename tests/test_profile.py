@@ -14,7 +14,8 @@ import pytest
 
 import cnnkit
 from cnnkit.cli import main
-from cnnkit.profile import CATEGORIES, _numpy_modules, profile_model
+from cnnkit.profile import CATEGORIES, profile_model
+from cnnkit.profile_trace import numpy_modules
 
 FAST = dict(batch_size=4, steps=1, warmup=0)
 
@@ -82,7 +83,7 @@ def test_model_and_numpy_left_unchanged():
     after = model.state_dict()
     assert all(np.array_equal(before[k], after[k]) for k in before)
     assert all(type(p.value) is np.ndarray for p in model.parameters())
-    assert all(m.np is np for m in _numpy_modules())
+    assert all(m.np is np for m in numpy_modules())
     assert "forward_cached" not in vars(model.layers[0])  # no wrapper left on the caller's layers
 
 

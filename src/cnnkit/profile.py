@@ -17,35 +17,28 @@ given is never changed):
    ``model.backward`` without the input gradient, SGD with momentum 0.9. An inference step
    (``train=False``) is what ``predict`` runs: ``model.logits`` in evaluation mode. Every figure is
    the median over the measured steps, after warm-up steps.
-2. **Classifying pass.** The same steps again while cnnkit's NumPy calls are observed: the name
-   ``np`` inside the modules of ``cnnkit.kernels``, ``cnnkit.layers``, ``cnnkit.model`` and
-   ``cnnkit.optim`` points at a proxy that clocks each ufunc call and marks the arrays NumPy
-   returns, and the arrays that enter a layer (its input, dy, its parameters) are viewed as a
-   subclass whose ``__array_ufunc__`` clocks the ufunc calls made on them — so ``a @ b`` is seen
-   as well as ``np.matmul``. A ``matmul`` call (or ``np.dot``, ``einsum``, ``tensordot``) counts
-   as a **matrix multiply**, with 2·m·k·n FLOPs from its operand shapes (``matmul``/``dot``
-   only); any other ufunc call, reductions included, as **element-wise**. What remains of a
-   layer's time from the timing pass is **copies and other**: the im2col and pooling copies made
-   by assignment, allocations and page faults, Python.
+2. **Classifying pass.** The same steps again while cnnkit's NumPy calls are observed
+   (:mod:`cnnkit.profile_trace`: a proxy for ``np`` in the kernel and layer modules, and arrays
+   whose ``__array_ufunc__`` clocks what is done to them, so ``a @ b`` is seen too). A ``matmul``
+   call (or ``np.dot``, ``einsum``, ``tensordot``) counts as a **matrix multiply**, with 2·m·k·n
+   FLOPs from its operand shapes; any other ufunc call, reductions included, as
+   **element-wise**. What remains of a layer's time from the timing pass is **copies and other**:
+   the im2col and pooling copies made by assignment, allocations and page faults, Python.
 
 The proxy and the wrappers exist only inside :func:`profile_model`; nothing costs anything when
 no profile runs. Limits: work done outside NumPy (a compiled helper) counts as copies and other;
 when a kernel runs shards in several threads, the times of each category are summed over the
-threads (so they describe CPU work rather than wall time), and each row's categories are then
-scaled to its wall time. The ``(outside layers)`` row is the step's time not spent in a layer,
+threads (so they describe CPU work rather than wall time), and where they add up to more than a
+row's wall time they are scaled down to it. The ``(outside layers)`` row is the step's time not spent in a layer,
 the loss or the optimiser (the model's own glue).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-import math
-import pkgutil
 import statistics
 import threading
 import time
-import types
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
@@ -53,149 +46,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import UserInputError
+from .profile_trace import Recorder, observing, traced
 
 CATEGORIES = ("gemm", "elementwise", "other")
 CATEGORY_LABELS = {"gemm": "matrix multiplies", "elementwise": "element-wise", "other": "copies and other"}
-_GEMM_FUNCTIONS = frozenset({"dot", "einsum", "tensordot", "inner", "vdot"})
-_FLOPS_KNOWN = frozenset({"matmul", "dot"})
-_UFUNC_METHODS = frozenset({"reduce", "accumulate", "reduceat", "outer", "at"})
-
-
-# --------------------------------------------------------------------------- observing NumPy
-class _Recorder:
-    """Clock of the NumPy calls made while a profile classifies: seconds and FLOPs per bucket."""
-
-    def __init__(self) -> None:
-        self.local = threading.local()
-        self.lock = threading.Lock()
-        self.fallback: tuple[str, str] | None = None  # bucket for threads that set none (workers)
-        self.seconds: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-
-    def bucket(self) -> tuple[str, str] | None:
-        return getattr(self.local, "bucket", None) or self.fallback
-
-    def call(self, kind: int, flops: int, fn, *args, **kwargs):
-        if getattr(self.local, "busy", False):  # a call inside a clocked call: counted once
-            return fn(*args, **kwargs)
-        self.local.busy = True
-        t0 = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            dt = time.perf_counter() - t0
-            self.local.busy = False
-            key = self.bucket()
-            if key is not None:
-                with self.lock:
-                    acc = self.seconds[key]
-                    acc[kind] += dt
-                    acc[2] += flops if kind == 0 else 0
-
-
-_RECORDER: _Recorder | None = None
-
-
-def _plain(a):
-    return a.view(np.ndarray) if isinstance(a, _Traced) else a
-
-
-def _traced(result):
-    if type(result) is np.ndarray:
-        return result.view(_Traced)
-    if isinstance(result, tuple):
-        return tuple(_traced(r) for r in result)
-    return result
-
-
-def _gemm_flops(a, b) -> int:
-    """2·m·k·n (times the batch of stacked matrices) for ``a @ b``; 0 if the shapes say nothing."""
-    sa, sb = np.shape(a), np.shape(b)
-    if not sa or not sb:
-        return 0
-    m = sa[-2] if len(sa) > 1 else 1
-    n = sb[-1] if len(sb) > 1 else 1
-    batch = max(math.prod(sa[:-2]), math.prod(sb[:-2]))
-    return 2 * m * sa[-1] * n * batch
-
-
-def _dispatch(ufunc: np.ufunc, method: str, inputs, kwargs):
-    """Run ``ufunc.method`` on plain arrays, clocked; results come back marked."""
-    args = tuple(_plain(a) for a in inputs)
-    out = kwargs.get("out")
-    if out is not None:
-        kwargs["out"] = tuple(_plain(o) for o in out) if isinstance(out, tuple) else _plain(out)
-    fn = getattr(ufunc, method)
-    rec = _RECORDER
-    if rec is None:
-        result = fn(*args, **kwargs)
-    elif ufunc is np.matmul and method == "__call__":
-        result = rec.call(0, _gemm_flops(args[0], args[1]), fn, *args, **kwargs)
-    else:
-        result = rec.call(1, 0, fn, *args, **kwargs)
-    if out is not None:  # give back the caller's own output objects
-        return out if not isinstance(out, tuple) else (out[0] if len(out) == 1 else out)
-    return _traced(result)
-
-
-class _Traced(np.ndarray):
-    """An ndarray whose ufunc calls (``a @ b`` included) are clocked while a profile classifies."""
-
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        return _dispatch(ufunc, method, inputs, kwargs)
-
-
-class _TracedUfunc:
-    """Stands for a ufunc inside the proxy: calls and methods (reduce, …) are clocked."""
-
-    def __init__(self, ufunc: np.ufunc) -> None:
-        self._ufunc = ufunc
-
-    def __call__(self, *args, **kwargs):
-        return _dispatch(self._ufunc, "__call__", args, kwargs)
-
-    def __getattr__(self, name: str):
-        if name in _UFUNC_METHODS:
-            return lambda *args, **kwargs: _dispatch(self._ufunc, name, args, kwargs)
-        return getattr(self._ufunc, name)
-
-
-def _traced_function(name: str, fn):
-    """A NumPy function whose array results come back marked; matrix products are clocked."""
-    def call(*args, **kwargs):
-        rec = _RECORDER
-        if name in _GEMM_FUNCTIONS and rec is not None:
-            flops = _gemm_flops(args[0], args[1]) if name in _FLOPS_KNOWN and len(args) > 1 else 0
-            return _traced(rec.call(0, flops, fn, *(_plain(a) for a in args), **kwargs))
-        return _traced(fn(*args, **kwargs))
-    return call
-
-
-class _NumpyProxy(types.ModuleType):
-    """``numpy`` as seen by the profiled modules: the same names, observed (see the module doc)."""
-
-    def __init__(self) -> None:
-        super().__init__("numpy")
-
-    def __getattr__(self, name: str):
-        value = getattr(np, name)
-        if isinstance(value, np.ufunc):
-            value = _TracedUfunc(value)
-        elif callable(value) and not isinstance(value, type):
-            value = _traced_function(name, value)
-        setattr(self, name, value)  # found directly next time
-        return value
-
-
-def _numpy_modules() -> list[types.ModuleType]:
-    """The cnnkit modules whose ``np`` the classifying pass points at the proxy."""
-    from . import kernels, layers
-
-    mods = [importlib.import_module(f"{pkg.__name__}.{info.name}")
-            for pkg in (kernels, layers) for info in pkgutil.iter_modules(pkg.__path__)]
-    mods += [importlib.import_module(f"{__package__}.{name}") for name in ("model", "optim")]
-    return [m for m in mods if getattr(m, "np", None) is np]
-
-
 # --------------------------------------------------------------------------- results
 @dataclass(frozen=True)
 class Phase:
@@ -276,7 +130,8 @@ class Profile:
             head = f"bound by matrix multiplies: {100 * shares['gemm']:.0f}% of the step{at}"
         else:
             head = (f"bound by copies and element-wise work: {100 * shares['other']:.0f}% copies and other, "
-                    f"{100 * shares['elementwise']:.0f}% element-wise (matrix multiplies {100 * shares['gemm']:.0f}%{at})")
+                    f"{100 * shares['elementwise']:.0f}% element-wise "
+                    f"(matrix multiplies {100 * shares['gemm']:.0f}%{at})")
         return f"{head}; largest single cost: {top}, {100 * top_s / self.total_seconds:.0f}% of the step"
 
     # ----------------------------------------------------------------- output
@@ -395,15 +250,14 @@ def profile_model(model, input_shape: Sequence[int] | None = None, *, batch_size
     m.train() if train else m.eval()
     clocks: dict[tuple[str, str], float] = defaultdict(float)
     lock = threading.Lock()
-    state = {"recorder": None}
+    state: dict[str, Recorder | None] = {"recorder": None}
 
     def clocked(name: str, phase: str, fn):
         def call(*args, **kwargs):
             rec = state["recorder"]
             if rec is not None:
-                args = tuple(_traced(a) for a in args)
-                previous = getattr(rec.local, "bucket", None)
-                rec.local.bucket = rec.fallback = (name, phase)
+                args = tuple(traced(a) for a in args)
+                previous = rec.enter((name, phase))
             t0 = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
@@ -412,7 +266,7 @@ def profile_model(model, input_shape: Sequence[int] | None = None, *, batch_size
                 with lock:
                     clocks[(name, phase)] += dt
                 if rec is not None:
-                    rec.local.bucket = previous
+                    rec.leave(previous)
         return call
 
     for layer in m.layers:
@@ -431,9 +285,9 @@ def profile_model(model, input_shape: Sequence[int] | None = None, *, batch_size
         if opt_step is not None:
             opt_step()
 
-    def run_pass(recorder: _Recorder | None):
+    def run_pass(recorder: Recorder | None):
         per_step, walls, cats = defaultdict(list), [], defaultdict(lambda: defaultdict(list))
-        xb = x if recorder is None else _traced(x)
+        xb = x if recorder is None else traced(x)
         for i in range(warmup + steps):
             clocks.clear()
             if recorder is not None:
@@ -454,8 +308,15 @@ def profile_model(model, input_shape: Sequence[int] | None = None, *, batch_size
 
     walls, per_step, _ = run_pass(None)
     cats: dict = {}
-    if classify:
-        cats = _classifying_pass(m, state, run_pass)
+    if classify:  # the second pass, NumPy observed (cnnkit.profile_trace); everything restored after
+        for layer in m.layers:
+            layer.clear_cache()  # workspaces are made again, by the observed kernels
+        with observing(m.parameters()) as recorder:
+            state["recorder"] = recorder
+            try:
+                cats = run_pass(recorder)[2]
+            finally:
+                state["recorder"] = None
     step_s = statistics.median(walls)
 
     def phase(key) -> Phase | None:
@@ -481,29 +342,3 @@ def profile_model(model, input_shape: Sequence[int] | None = None, *, batch_size
     return Profile(model=m.name, input_shape=tuple(m.input_shape), batch_size=batch_size,
                    mode="train" if train else "infer", dtype=m.dtype.name, steps=steps, step_seconds=step_s,
                    rows=tuple(rows))
-
-
-def _classifying_pass(m, state, run_pass):
-    """The second pass, with NumPy observed (see the module docstring); everything restored after."""
-    global _RECORDER
-    recorder = _Recorder()
-    modules = _numpy_modules()
-    proxy = _NumpyProxy()
-    params = m.parameters()
-    originals = [p.value for p in params]
-    for layer in m.layers:
-        layer.clear_cache()  # workspaces are made again, by the observed kernels
-    try:
-        _RECORDER, state["recorder"] = recorder, recorder
-        for mod in modules:
-            mod.np = proxy
-        for p in params:
-            p.value = p.value.view(_Traced)
-        _, _, cats = run_pass(recorder)
-    finally:
-        for mod in modules:
-            mod.np = np
-        for p, v in zip(params, originals):
-            p.value = v
-        _RECORDER, state["recorder"] = None, None
-    return cats
