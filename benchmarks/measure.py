@@ -92,7 +92,7 @@ def steps_for(step: Callable[[], object], seconds: float) -> int:
 
 
 def round_robin(sides, meter: CpuMeter, *, block_seconds: float, rounds: int, max_rounds: int,
-                min_clean: int, threshold: float, pause: float = 0.05, max_seconds: float = math.inf,
+                min_clean: int, threshold: float, pause: float = 0.15, max_seconds: float = math.inf,
                 log=print) -> list[Block]:
     """Blocks of ~``block_seconds`` per side, alternating A B, B A, A B … (ABBA cancels drift).
 
@@ -108,7 +108,7 @@ def round_robin(sides, meter: CpuMeter, *, block_seconds: float, rounds: int, ma
     t0 = time.perf_counter()
     for r in range(max_rounds):
         for side in (sides if r % 2 == 0 else sides[::-1]):
-            time.sleep(pause)  # let the other side's spinning BLAS/OpenMP threads go to sleep
+            time.sleep(pause)  # let the other side's spinning threads sleep (OpenBLAS spins ~0.1 s after a GEMM)
             seconds, others = timed_block(meter, side.step, counts[side.name])
             blocks.append(Block(side.name, r, counts[side.name], counts[side.name] * side.images, seconds, others))
         clean = {s.name: sum(1 for b in blocks if b.side == s.name and b.others <= threshold) for s in sides}
@@ -165,7 +165,7 @@ def gemm_ceiling(meter: CpuMeter, sizes: Sequence[int], blocks: int, block_secon
             k = steps_for(step, block_seconds)
             rates, clean = [], []
             for _ in range(blocks):
-                time.sleep(0.05)
+                time.sleep(0.15)
                 seconds, others = timed_block(meter, step, k)
                 rate = 2 * n ** 3 * k / seconds / 1e9
                 rates.append(rate)

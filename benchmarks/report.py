@@ -38,8 +38,8 @@ def banner(results: dict) -> list[str]:
                   f"{_pct(load.get('others_median'))} of the machine; a block counts as clean at ≤ "
                   f"{_pct(load.get('threshold'))})."
                   + (f" Workloads with no clean block on a side (their medians are over all blocks): "
-                     f"{', '.join(load['workloads_without_clean_blocks'])}." if load.get("workloads_without_clean_blocks")
-                     else "")
+                     f"{', '.join(load['workloads_without_clean_blocks'])}."
+                     if load.get("workloads_without_clean_blocks") else "")
                   + " Rerun on a quiet machine before drawing conclusions.", ""]
     if results.get("quick"):
         lines += ["> **QUICK MODE (smoke test).** Short blocks, few rounds, a 3,000-image MNIST subset: "
@@ -54,8 +54,8 @@ def markdown(r: dict) -> str:
     lines = ["# cnnkit against PyTorch on this CPU", ""] + banner(r)
     lines += [f"Produced by `{r['command']}` (from the repository root), started {r['started']}, "
               f"{r.get('seconds', 0) / 60:.1f} min. Method: [README.md](README.md). "
-              f"{m.get('cpu_model', '?')}, {m.get('cpus', '?')} CPUs, {r['settings']['threads']} threads on both sides, "
-              f"float32.", ""]
+              f"{m.get('cpu_model', '?')}, {m.get('cpus', '?')} CPUs, {r['settings']['threads']} threads on "
+              f"both sides, float32.", ""]
     lines += _throughput(r) + _memory(r) + _mnist(r) + _startup(r) + _machine(r) + _profiles(r)
     return "\n".join(lines) + "\n"
 

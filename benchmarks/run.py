@@ -31,7 +31,8 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="smoke test: short blocks, few rounds, 3,000 MNIST images")
     p.add_argument("--only", metavar="W,…", help=f"workloads to run (default all: {', '.join(peers.WORKLOADS)})")
     p.add_argument("--skip", metavar="PART,…", default="", help=f"parts to skip: {', '.join(PARTS)}")
-    p.add_argument("--out", metavar="DIR", help="output folder (default benchmarks/, or benchmarks/quick/ with --quick)")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder (default benchmarks/, or benchmarks/quick/ with --quick)")
     p.add_argument("--threads", type=int, default=2, help="threads on both sides (default 2)")
     p.add_argument("--threshold", type=float, default=measure.DEFAULT_THRESHOLD,
                    help="a block is clean when other processes used at most this fraction of the machine "

@@ -123,7 +123,9 @@ def run_child(args: list[str], meter, timeout: float = 600) -> tuple[str, float,
         raise RuntimeError(f"child {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     children = (c1.children_user + c1.children_system) - (c0.children_user + c0.children_system)
     wall = b[0] - a[0]
-    others = max(0.0, (b[1] - a[1]) - (b[2] - a[2]) - children) / (wall * meter.cpus) if meter.available else float("nan")
+    if not meter.available:
+        return proc.stdout, wall, float("nan")
+    others = max(0.0, (b[1] - a[1]) - (b[2] - a[2]) - children) / (wall * meter.cpus)
     return proc.stdout, wall, others
 
 
@@ -155,8 +157,8 @@ IMPORT_SNIPPETS = {
 }
 
 
-def measure_startup(reps: int, threads: int, meter, threshold: float, workloads=("lenet5-train-b64", "lenet5-infer-b256"),
-                    log=print) -> dict:
+def measure_startup(reps: int, threads: int, meter, threshold: float,
+                    workloads=("lenet5-train-b64", "lenet5-infer-b256"), log=print) -> dict:
     """Import times (in-process clock, fresh interpreter each run), CLI start, first-call overhead."""
     result: dict = {"reps": reps, "imports": {}, "cli": {}, "first_call": {}}
     for label, code in IMPORT_SNIPPETS.items():
