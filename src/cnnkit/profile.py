@@ -104,7 +104,7 @@ class Profile:
     @property
     def total_seconds(self) -> float:
         """Sum of the rows (the step, split); shares are fractions of this."""
-        return sum(r.seconds for r in self.rows)
+        return sum(r.seconds for r in self.rows) or 1e-30
 
     def category_shares(self) -> dict[str, float]:
         """Fraction of the step in matrix multiplies, element-wise work, copies and other (sum 1)."""
@@ -120,8 +120,8 @@ class Profile:
     def bound(self) -> str:
         """One sentence naming what bounds the step, and its largest single cost."""
         shares = self.category_shares()
-        cells = [(getattr(ph, k), f"{r.name} {which} ({CATEGORY_LABELS[k]})")
-                 for r in self.rows for which, ph in (("forward", r.forward), ("backward", r.backward))
+        cells = [(getattr(ph, k), f"{r.name}{which if r.output_shape else ''} ({CATEGORY_LABELS[k]})")
+                 for r in self.rows for which, ph in ((" forward", r.forward), (" backward", r.backward))
                  if ph is not None for k in CATEGORIES]
         top_s, top = max(cells)
         rate = self.gemm_gflops()
