@@ -15,7 +15,8 @@ a table of every seed's JSON found in ``<out>``. Default ``<out>``: ``docs/mnist
 Each JSON: ``recipe`` (everything that defines the run), ``environment`` (versions, CPU count,
 thread limits), ``epochs`` (per epoch: ``epoch``, ``test_accuracy``, ``test_loss``,
 ``train_loss``, ``train_accuracy``, ``lr``, ``train_seconds``, ``eval_seconds``,
-``wall_seconds`` — since the start, data loading included), ``final_test_accuracy``,
+``wall_seconds`` — since the start, data loading included — and ``load_average_1min``, the
+machine's load when the epoch ended: timings from a busy machine say little), ``final_test_accuracy``,
 ``first_epoch_at_99`` and ``total_seconds``.
 
 The test set is used as the per-epoch validation set only to *report* test accuracy; nothing is
@@ -97,7 +98,8 @@ class Recorder(Callback):
         row = {"epoch": e["epoch"], "test_accuracy": e["val_accuracy"], "test_loss": e["val_loss"],
                "train_loss": e["train_loss"], "train_accuracy": e["train_accuracy"], "lr": e["lr"],
                "train_seconds": e["timings"]["train_seconds"], "eval_seconds": e["timings"]["val_seconds"],
-               "wall_seconds": round(time.perf_counter() - self.t0, 2)}
+               "wall_seconds": round(time.perf_counter() - self.t0, 2),
+               "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
         self.record["epochs"].append(row)
         write_json(self.path, self.record)
         print(f"seed {self.record['seed']} epoch {row['epoch']:2d}: test accuracy {100 * row['test_accuracy']:.2f}% "
@@ -164,7 +166,9 @@ def results_table(out: Path) -> str:
     for r in records:
         secs = ", ".join(f"{e['train_seconds'] + e['eval_seconds']:.0f}" for e in r["epochs"])
         env = r.get("environment", {})
-        lines.append(f"- seed {r['seed']}: {secs} (on {env.get('cpu_count')} CPUs, numpy {env.get('numpy')})")
+        loads = [e["load_average_1min"] for e in r["epochs"] if e.get("load_average_1min") is not None]
+        load = f", load average {min(loads):.1f}–{max(loads):.1f}" if loads else ""
+        lines.append(f"- seed {r['seed']}: {secs} (on {env.get('cpu_count')} CPUs, numpy {env.get('numpy')}{load})")
     return "\n".join(lines) + "\n"
 
 
