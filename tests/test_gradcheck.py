@@ -122,6 +122,19 @@ def test_a_kink_is_measured_again_but_a_bug_is_not_excused(near):
     assert not _check_tensor("x", x, right * 1.001, f, None, np.random.default_rng(0), 1e-6).passed
 
 
+def test_kinks_on_both_sides_leave_the_short_one_sided_estimate():
+    # at x = 0: a kink 5e-8 to the right (inside every step to the right and every central step)
+    # and one 7e-6 to the left (inside the 10h one-sided step): only (3f(0) − 4f(−h/2) + f(−h))/h is clean
+    x = np.array([0.0])
+
+    def f():
+        return float(2 * max(x[0] - 5e-8, 0) + 3 * max(-x[0] - 7e-6, 0))
+
+    assert _check_tensor("x", x, np.array([0.0]), f, None, np.random.default_rng(0), 1e-6).passed
+    assert not _check_tensor("x", x, np.array([1e-3]), f, None, np.random.default_rng(0), 1e-6).passed
+    assert x[0] == 0.0
+
+
 # ------------------------------------------------------------------------- the user's model is untouched
 def test_does_not_mutate_the_model():
     model = resolve_model(BN_SPEC, (8, 8, 2), seed=4)
