@@ -186,7 +186,7 @@ def measure_startup(reps: int, threads: int, meter, threshold: float,
             summary = {f: _median_clean([(r[f], o) for r, o in runs], threshold)
                        for f in ("import_s", "build_s", "first_step_s", "steady_step_s", "first_call_overhead_s")}
             result["first_call"].setdefault(key, {})[side] = summary
-            log(f"    first call {key} {side}: +{1e3 * summary['first_call_overhead_s']['median']:.0f} ms")
+            log(f"    first call {key} {side}: {1e3 * summary['first_call_overhead_s']['median']:+.0f} ms")
     return result
 
 
