@@ -32,6 +32,7 @@ def path(request, monkeypatch):
     small, tile = PATHS[request.param]
     monkeypatch.setattr(conv_module, "SMALL_CHANNELS", small)
     monkeypatch.setattr(conv_module, "TILE_BYTES", tile)
+    monkeypatch.setattr(conv_module, "BM_TILE_BYTES", tile)
     return request.param
 
 

@@ -199,20 +199,31 @@ class Sequential:
         return x
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Run every layer; each keeps its cache for :meth:`backward`. Returns the logits."""
+        """Run every layer and keep what :meth:`backward` needs. Returns the logits.
+
+        The batch is split into shards run at once by one thread per core (:mod:`cnnkit.parallel`);
+        BatchNorm statistics and Dropout masks are still those of the whole batch. The input must
+        not be changed before :meth:`backward` (its caches refer to it)."""
+        from . import parallel
+
         x = self._prepare(x)
-        for layer in self.layers:
-            x = layer.forward(x)
-        return x
+        y, self._step = parallel.forward(self, x)
+        return y
 
     def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        """Backpropagate ``dy`` (gradient of the loss w.r.t. the output); writes every
-        parameter's ``.grad``. Returns dL/dx, or None when ``need_input_grad`` is False (the first
-        layer then skips computing it)."""
+        """Backpropagate ``dy`` (gradient of the loss w.r.t. the output of the last
+        :meth:`forward`); writes every parameter's ``.grad``. Returns dL/dx, or None when
+        ``need_input_grad`` is False (the first layer then skips computing it)."""
+        from . import parallel
+
+        step = getattr(self, "_step", None)
+        if step is None:
+            raise ShapeError(f"{self.name}: backward called before forward")
         dy = np.asarray(dy, dtype=self.dtype)
-        for i in range(len(self.layers) - 1, -1, -1):
-            dy = self.layers[i].backward(dy, need_dx=need_input_grad or i > 0)
-        return dy
+        if dy.shape != step.output_shape:
+            raise ShapeError(f"{self.name}: backward expected dy of the output's shape {step.output_shape}, "
+                             f"received {dy.shape}")
+        return parallel.backward(self, step, dy, need_input_grad)
 
     def forward_cached(self, x: np.ndarray) -> tuple[np.ndarray, list[Any]]:
         """Like :meth:`forward` but returns the caches instead of storing them (thread-safe
@@ -248,18 +259,18 @@ class Sequential:
         return outs
 
     def logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Outputs of the last layer in evaluation mode, computed in batches; the mode is restored."""
+        """Outputs of the last layer in evaluation mode, at most ``batch_size`` images at a time
+        (shared among the threads of :mod:`cnnkit.parallel`); the mode is restored."""
+        from . import parallel
+
         x = self._prepare(x)
         was_training = self.training
         self.eval()
         try:
-            outs = [self.forward_cached(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
+            return parallel.infer(self, x, batch_size)
         finally:
             if was_training:
                 self.train()
-        if not outs:
-            return np.zeros((0, *self.output_shape()), self.dtype)
-        return np.concatenate(outs)
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Class probabilities ``(N, classes)`` (softmax of the logits) for preprocessed ``x``."""

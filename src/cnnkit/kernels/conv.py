@@ -47,7 +47,12 @@ from .layout import SMALL_CHANNELS, from_batch_minor, scatter_taps, taps_view, t
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
-TILE_BYTES = 1 << 20  # scratch per tile: about half of one core's L2 cache here (2 MiB)
+# Scratch per tile. NHWC: 1.5 MiB (three quarters of one core's L2 cache here); 0.5–2 MiB were
+# within 10 % of each other on CIFAR-net's convs, 64–128 KiB up to 2× slower. Batch-minor: 512 KiB;
+# its GEMMs have few rows (K ≤ 16), and OpenBLAS ran LeNet's conv1 2× faster on 0.5 MiB tiles than
+# on 1–1.5 MiB ones.
+TILE_BYTES = 3 << 19
+BM_TILE_BYTES = 1 << 19
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,14 @@ def _scratch(workspace: dict | None, key: str, shape: tuple[int, ...], dtype) ->
         if workspace is not None:
             workspace[key] = buf
     return buf[:size].reshape(shape)
+
+
+def _group(n: int, per_image: int) -> int:
+    """The most images one tile of :func:`~cnnkit.kernels.layout.tiles` holds (1 in row tiles)."""
+    if per_image > TILE_BYTES:
+        return 1
+    groups = -(-n // max(1, TILE_BYTES // per_image))
+    return -(-n // groups)
 
 
 def _out_size(padded: int, f_eff: int, stride: int) -> int:
@@ -197,8 +210,8 @@ def _nhwc_tiles(x: np.ndarray, g: _Geometry, workspace: dict | None):
     src = x
     for n0, n1, r0, r1 in tiles(g.n, g.ho, g.wo * width * x.itemsize, TILE_BYTES):
         if r0 == 0 and g.padded:  # a new group of images: copy it into the zero-bordered buffer
-            step = max(1, TILE_BYTES // (g.ho * g.wo * width * x.itemsize))
-            buf = _buffer(workspace, f"xpad{g.pads}", (min(step, g.n), *g.padded_hw, g.c), x.dtype, zero=True)
+            buf = _buffer(workspace, f"xpad{g.pads}", (_group(g.n, g.ho * g.wo * width * x.itemsize), *g.padded_hw, g.c),
+                          x.dtype, zero=True)
             src = buf[:n1 - n0]
             src[:, pt:pt + g.h, pl:pl + g.wd, :] = x[n0:n1]
         elif not g.padded:
@@ -271,12 +284,12 @@ def _dx_flipped(dy2d, w, g: _Geometry, workspace) -> np.ndarray:
     dx = np.empty((g.n, g.h, g.wd, g.c), dy.dtype)
     dx2d = dx.reshape(-1, g.c)
     width = g.taps * g.k
-    step = max(1, TILE_BYTES // (g.h * g.wd * width * dy.itemsize))
+    step = _group(g.n, g.h * g.wd * width * dy.itemsize)
     z = dy
     for tile in tiles(g.n, g.h, g.wd * width * dy.itemsize, TILE_BYTES):
         n0, n1, t0, t1 = tile
         if t0 == 0:  # every group writes the same region, so the zeros around it stay zeros
-            buf = _buffer(workspace, f"z{(zh, zw, r0, r1, c0, c1)}", (min(step, g.n), zh, zw, g.k), dy.dtype,
+            buf = _buffer(workspace, f"z{(zh, zw, r0, r1, c0, c1)}", (step, zh, zw, g.k), dy.dtype,
                           zero=True)
             z = buf[:n1 - n0]
             if r1 > r0 and c1 > c0:
@@ -294,12 +307,12 @@ def _dx_col2im(dy2d, w, g: _Geometry, workspace) -> np.ndarray:
     w2d_t = w.reshape(g.taps * g.c, g.k).T  # (K, FH·FW·C)
     dx = np.empty((g.n, g.h, g.wd, g.c), dy2d.dtype)
     width = g.taps * g.c
-    step = max(1, TILE_BYTES // (g.ho * g.wo * width * dy2d.itemsize))
+    step = _group(g.n, g.ho * g.wo * width * dy2d.itemsize)
     dxp = dx
     for tile in tiles(g.n, g.ho, g.wo * width * dy2d.itemsize, TILE_BYTES):
         n0, n1, r0, r1 = tile
         if r0 == 0:
-            dxp = _buffer(workspace, "dxpad", (min(step, g.n), hp, wp, g.c), dy2d.dtype, zero=False)[:n1 - n0]
+            dxp = _buffer(workspace, "dxpad", (step, hp, wp, g.c), dy2d.dtype, zero=False)[:n1 - n0]
             dxp.fill(0)
         dcols = _scratch(workspace, "dcols", ((n1 - n0) * (r1 - r0) * g.wo, width), dy2d.dtype)
         np.matmul(_rows(dy2d, tile, g.ho, g.wo), w2d_t, out=dcols)
@@ -316,7 +329,7 @@ def _bm_tiles(xpc: np.ndarray, g: _Geometry, workspace: dict | None):
     """Yield ``((r0, r1), colsᵀ)``: the transposed column matrix (FH·FW·C, rows·W'·N) of output
     rows r0…r1-1, read from the padded (C, H, W, N) input, in a reused scratch matrix."""
     width = g.taps * g.c
-    for _, _, r0, r1 in tiles(1, g.ho, width * g.wo * g.n * xpc.itemsize, TILE_BYTES):
+    for _, _, r0, r1 in tiles(1, g.ho, width * g.wo * g.n * xpc.itemsize, BM_TILE_BYTES):
         cols_t = _scratch(workspace, "cols_t", (width, (r1 - r0) * g.wo * g.n), xpc.dtype)
         # (FH, FW, C, rows, W', N): rows in the (i, j, c) order of a (FH, FW, C, K) weight
         cols_t.reshape(g.fh, g.fw, g.c, r1 - r0, g.wo, g.n)[...] = taps_view(

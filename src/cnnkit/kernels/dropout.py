@@ -36,7 +36,12 @@ def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator):
         x: any -> y: same as x;  mask: same as x, values 0 or 1/(1 − p), dtype of x
     """
     mask = dropout_mask(x.shape, p, rng, x.dtype)
-    return x * mask, mask
+    return dropout_apply(x, mask), mask
+
+
+def dropout_apply(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """y = x·mask for a mask drawn already (batch shards use their rows of the whole batch's mask)."""
+    return x * mask
 
 
 def dropout_backward(dy: np.ndarray, mask: np.ndarray) -> np.ndarray:

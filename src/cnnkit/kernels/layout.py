@@ -75,11 +75,11 @@ def tiles(n: int, rows: int, row_bytes: int, budget: int):
     """
     per_image = rows * row_bytes
     if per_image <= budget:
-        step = max(1, budget // per_image)
-        for n0 in range(0, n, step):
-            yield n0, min(n, n0 + step), 0, rows
+        groups = -(-n // max(1, budget // per_image))  # as few tiles as fit, of even sizes
+        for g in range(groups):
+            yield n * g // groups, n * (g + 1) // groups, 0, rows
         return
-    block = max(1, budget // row_bytes)
+    blocks = -(-rows // max(1, budget // row_bytes))
     for i in range(n):
-        for r0 in range(0, rows, block):
-            yield i, i + 1, r0, min(rows, r0 + block)
+        for b in range(blocks):
+            yield i, i + 1, rows * b // blocks, rows * (b + 1) // blocks

@@ -37,16 +37,40 @@ def batchnorm_train_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, 
         ``(y, cache, batch_mean, batch_var)`` where ``batch_var`` is the biased variance
         (divided by n). The caller needs n > 1 values per channel (with n = 1, x̂ is 0/0 in the
         limit ε → 0 and PyTorch refuses); this kernel does not check.
+
+    The three steps are separate functions so that batch shards run in several threads can
+    compute the statistics of the *whole* batch (:mod:`cnnkit.parallel`): each shard sums
+    (:func:`batchnorm_sums`), the sums are added, each shard sums its squared deviations from the
+    whole batch's mean (:func:`batchnorm_square_sums`), and each normalises
+    (:func:`batchnorm_normalize`). With one shard this is exactly ``mean`` and ``var`` as NumPy
+    computes them (a sum, then a division by n).
     """
+    total, n = batchnorm_sums(x)
+    mean = total / x.dtype.type(n)               # (C,)
+    var = batchnorm_square_sums(x, mean) / x.dtype.type(n)  # (C,) biased, two-pass: stable in float32
+    y, cache = batchnorm_normalize(x, gamma, beta, mean, var, eps)
+    return y, cache, mean, var
+
+
+def batchnorm_sums(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(Σ x per channel, n)`` over every axis but the last."""
     x2 = _rows(x)                                # (n, C)
-    mean = x2.mean(axis=0)                       # (C,)
-    xc = x2 - mean                               # (n, C), two-pass variance: stable in float32
-    var = np.mean(xc * xc, axis=0)               # (C,) biased
+    return np.add.reduce(x2, axis=0), x2.shape[0]
+
+
+def batchnorm_square_sums(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Σ (x − mean)² per channel, for a given (whole-batch) mean."""
+    xc = _rows(x) - mean                         # (n, C)
+    return np.add.reduce(xc * xc, axis=0)
+
+
+def batchnorm_normalize(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray,
+                        eps: float):
+    """y = γ·(x − mean)/sqrt(var + ε) + β with given batch statistics; returns ``(y, cache)``."""
     inv_std = 1 / np.sqrt(var + eps)             # (C,)
-    xhat = xc * inv_std                          # (n, C)
+    xhat = (_rows(x) - mean) * inv_std           # (n, C)
     y = xhat * gamma + beta                      # (n, C)
-    cache = ("train", xhat, gamma, inv_std, x.shape)
-    return y.reshape(x.shape), cache, mean, var
+    return y.reshape(x.shape), ("train", xhat, gamma, inv_std, x.shape)
 
 
 def batchnorm_eval_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray,
@@ -64,17 +88,26 @@ def batchnorm_eval_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, r
 
 def batchnorm_backward(dy: np.ndarray, cache, need_dx: bool = True):
     """Backward of either forward; returns ``(dx or None, dgamma, dbeta)``."""
-    mode, xhat, gamma, inv_std, shape = cache
-    dy2 = _rows(dy)                              # (n, C)
-    xhat2 = _rows(xhat)                          # (n, C)
-    dbeta = dy2.sum(axis=0)                      # (C,)
-    dgamma = np.sum(dy2 * xhat2, axis=0)         # (C,)
+    dgamma, dbeta, n = batchnorm_backward_sums(dy, cache)
     if not need_dx:
         return None, dgamma, dbeta
+    return batchnorm_backward_dx(dy, cache, dgamma, dbeta, n), dgamma, dbeta
+
+
+def batchnorm_backward_sums(dy: np.ndarray, cache) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(dgamma, dbeta, n)``: Σ dy·x̂ and Σ dy per channel over this array's n values (summed
+    over the shards, they are the whole batch's)."""
+    _, xhat, _, _, _ = cache
+    dy2 = _rows(dy)                              # (n, C)
+    return np.sum(dy2 * _rows(xhat), axis=0), dy2.sum(axis=0), dy2.shape[0]
+
+
+def batchnorm_backward_dx(dy: np.ndarray, cache, dgamma: np.ndarray, dbeta: np.ndarray, n: int) -> np.ndarray:
+    """dx given the whole batch's ``dgamma``, ``dbeta`` and value count ``n``."""
+    mode, xhat, gamma, inv_std, shape = cache
     if mode == "eval":
-        return dy * (gamma * inv_std), dgamma, dbeta
-    n = dy2.shape[0]
+        return dy * (gamma * inv_std)
     # dx = γ/(n·σ) · (n·dy − Σdy − x̂·Σ(dy·x̂)), the standard simplification of the chain rule
     # through μ and σ² (cs231n, "batchnorm_backward_alt").
-    dx = (dy2 * n - dbeta - xhat2 * dgamma) * (gamma * inv_std / n)
-    return dx.reshape(shape), dgamma, dbeta
+    dx = (_rows(dy) * n - dbeta - _rows(xhat) * dgamma) * (gamma * inv_std / n)
+    return dx.reshape(shape)

@@ -76,17 +76,25 @@ class BatchNorm2d(Layer):
             return batchnorm_eval_forward(x, gamma, beta, self.buffers["running_mean"],
                                           self.buffers["running_var"], self.eps)
         n = x.size // x.shape[-1]
+        self.check_values(n, x.shape)
+        y, cache, mean, var = batchnorm_train_forward(x, gamma, beta, self.eps)
+        self.update_running(mean, var, n)
+        return y, cache
+
+    def check_values(self, n: int, shape) -> None:
+        """Training needs more than one value per channel (n = N·H·W over the whole batch)."""
         if n < 2:
             raise ShapeError(f"{self.label} (BatchNorm2d): training needs more than 1 value per channel, "
-                             f"received input {tuple(x.shape)} (N×H×W = {n}); use a larger batch or eval()")
-        y, cache, mean, var = batchnorm_train_forward(x, gamma, beta, self.eps)
+                             f"received input {tuple(shape)} (N×H×W = {n}); use a larger batch or eval()")
+
+    def update_running(self, mean: np.ndarray, var: np.ndarray, n: int) -> None:
+        """running = (1 − momentum)·running + momentum·batch, with the unbiased variance."""
         m = self.dtype.type(self.momentum)
         rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
         rm *= 1 - m
         rm += m * mean
         rv *= 1 - m
         rv += m * var * self.dtype.type(n / (n - 1))
-        return y, cache
 
     def backward_cached(self, dy, cache, need_dx=True):
         dx, dgamma, dbeta = batchnorm_backward(dy, cache, need_dx)

@@ -1,0 +1,358 @@
+"""Batch shards run at once in threads: how :class:`~cnnkit.model.Sequential` trains and predicts.
+
+NumPy releases the GIL inside copies, ufuncs and BLAS, but much of a CNN step (im2col copies,
+pooling, element-wise passes) runs on one core while only BLAS uses more. So a batch is split into
+shards, one per core, each run through the layers by its own thread with BLAS single-threaded
+inside it (threadpoolctl), and the parameter gradients of the shards are summed. Measured on two
+cores: see ``benchmarks/RESULTS.md``.
+
+What stays a property of the *whole* batch:
+
+* **BatchNorm** (training): the shards stop at each BatchNorm layer twice — once to add their
+  per-channel sums into the batch mean, once to add their squared deviations from that mean into
+  the batch variance (the same two-pass formula as one shard) — and in backward once, to add
+  Σdy and Σdy·x̂. The running statistics are updated once, from the whole batch.
+* **Dropout**: the mask of the whole batch is drawn from the layer's generator before the shards
+  start, exactly the draw a single thread makes, and each shard takes its rows.
+
+Shard boundaries depend only on the batch size and the thread count, never on timing, so results
+are reproducible run to run. With one shard (one thread, or a batch under ``2·MIN_SHARD``) the
+arithmetic is that of the layers' own ``forward``/``backward``; with several, gradients differ from
+it only by the order of floating-point sums (bounds in ``tests/test_parallel.py``).
+
+Example:
+    >>> from cnnkit import parallel
+    >>> with parallel.threads(1):   # one shard, the calling thread only
+    ...     pass
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import queue
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .kernels.dropout import dropout_apply, dropout_mask
+from .kernels.norm import (batchnorm_backward_dx, batchnorm_backward_sums, batchnorm_normalize, batchnorm_square_sums,
+                           batchnorm_sums)
+from .layers.dropout import Dropout
+from .layers.norm import BatchNorm2d
+
+MIN_SHARD = 16  # images per shard at least: smaller shards cost more in Python than they save
+MAX_THREADS = 8
+
+_threads: int | None = None  # None: the CPUs this process may run on (at most MAX_THREADS)
+
+
+# ----------------------------------------------------------------------------- settings
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def get_threads() -> int:
+    """Threads (shards) a batch is split across at most."""
+    return _threads if _threads is not None else max(1, min(available_cpus(), MAX_THREADS))
+
+
+def set_threads(n: int | None) -> None:
+    """Use at most ``n`` threads (1: everything on the calling thread); None: one per CPU."""
+    global _threads
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"set_threads: n must be a positive integer or None. Received: n={n!r}")
+    _threads = n
+
+
+@contextmanager
+def threads(n: int | None) -> Iterator[None]:
+    """``with threads(1): ...`` runs the block with at most ``n`` threads, then restores."""
+    previous = _threads
+    set_threads(n)
+    try:
+        yield
+    finally:
+        set_threads(previous)
+
+
+def shard_bounds(batch: int, count: int | None = None) -> list[tuple[int, int]]:
+    """``[(lo, hi), …]``: the rows of each shard, sizes differing by at most one."""
+    if count is None:
+        count = max(1, min(get_threads(), batch // MIN_SHARD))
+    return [(batch * i // count, batch * (i + 1) // count) for i in range(count)]
+
+
+# ----------------------------------------------------------------------------- workers
+class _Workers:
+    """Daemon threads that each run the functions put in their inbox; the caller runs shard 0."""
+
+    def __init__(self, count: int) -> None:
+        self.inboxes: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(count)]
+        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.tag = 0
+        for i, box in enumerate(self.inboxes):
+            threading.Thread(target=self._loop, args=(box,), name=f"cnnkit-shard-{i + 1}", daemon=True).start()
+
+    def _loop(self, box: queue.SimpleQueue) -> None:
+        while True:
+            tag, index, fn = box.get()
+            try:
+                result = (True, fn())
+            except BaseException as exc:  # handed to the caller, which raises it
+                result = (False, exc)
+            self.outbox.put((tag, index, result))
+
+    def run(self, fns: list[Callable[[], Any]]) -> list[Any]:
+        """Run ``fns[0]`` here and the others on the workers; their results, in order."""
+        self.tag += 1
+        tag = self.tag
+        for i, fn in enumerate(fns[1:]):
+            self.inboxes[i].put((tag, i + 1, fn))
+        results: list[Any] = [None] * len(fns)
+        try:
+            results[0] = (True, fns[0]())
+        except BaseException as exc:
+            results[0] = (False, exc)
+        pending = len(fns) - 1
+        while pending:
+            t, i, result = self.outbox.get()
+            if t == tag:  # results of a run left by an interrupt are dropped
+                results[i] = result
+                pending -= 1
+        for ok, value in results:
+            if not ok:
+                raise value
+        return [value for _, value in results]
+
+
+_workers: _Workers | None = None
+_workers_lock = threading.Lock()
+_blas = None  # threadpoolctl's controller of the BLAS libraries, made on first use
+
+
+def _reset_after_fork() -> None:
+    global _workers, _workers_lock
+    _workers, _workers_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _get_workers(count: int) -> _Workers:
+    global _workers
+    with _workers_lock:
+        if _workers is None or len(_workers.inboxes) < count:
+            _workers = _Workers(count)
+        return _workers
+
+
+def _sequential(fns: list[Callable[[], Any]]) -> list[Any]:
+    return [fn() for fn in fns]
+
+
+@contextmanager
+def _runner(count: int) -> Iterator[Callable[[list[Callable[[], Any]]], list[Any]]]:
+    """A function that runs ``count`` shard functions: in threads with single-threaded BLAS, or
+    one after the other on this thread (one shard, or the workers busy with another caller)."""
+    global _blas
+    if count == 1:
+        yield _sequential
+        return
+    workers = _get_workers(count - 1)
+    if not workers.lock.acquire(blocking=False):
+        yield _sequential
+        return
+    try:
+        if _blas is None:
+            from threadpoolctl import ThreadpoolController
+
+            _blas = ThreadpoolController().select(user_api="blas")
+        with _blas.limit(limits=1):
+            yield workers.run
+    finally:
+        workers.lock.release()
+
+
+def _advance(gen, value):
+    try:
+        return False, gen.send(value)
+    except StopIteration as stop:
+        return True, stop.value
+
+
+def _drive(gens: list, run) -> list[Any]:
+    """Run shard generators in lockstep: each ``yield (reduce, part)`` is a barrier where
+    ``reduce([part of every shard])`` gives the value sent back to every shard."""
+    values: list[Any] = [None] * len(gens)
+    while True:
+        steps = run([functools.partial(_advance, g, v) for g, v in zip(gens, values)])
+        if all(done for done, _ in steps):
+            return [value for _, value in steps]
+        if any(done for done, _ in steps):
+            raise RuntimeError("batch shards out of step (a bug in cnnkit.parallel)")
+        reduce = steps[0][1][0]
+        values = [reduce([msg[1] for _, msg in steps])] * len(gens)
+
+
+# ----------------------------------------------------------------------------- training steps
+class Step:
+    """What :func:`forward` keeps for :func:`backward`: shard bounds and each shard's caches."""
+
+    __slots__ = ("bounds", "caches", "output_shape")
+
+    def __init__(self, bounds, caches, output_shape) -> None:
+        self.bounds, self.caches, self.output_shape = bounds, caches, output_shape
+
+
+def _workspaces(model, shard: int, kind: str) -> list[dict | None]:
+    """Per-layer scratch dicts of one shard (shard 0 of training uses the layers' own)."""
+    if kind == "train" and shard == 0:
+        return [layer._workspace for layer in model.layers]
+    store = model.__dict__.setdefault("_shard_workspaces", {})
+    key = (kind, shard)
+    if key not in store:
+        store[key] = [None if layer._workspace is None else {} for layer in model.layers]
+    return store[key]
+
+
+def forward(model, x: np.ndarray) -> tuple[np.ndarray, Step]:
+    """The model's output for ``x`` (prepared: built, right dtype) and the :class:`Step` for
+    :func:`backward`, shard by shard."""
+    bounds = shard_bounds(len(x))
+    masks = _dropout_masks(model, len(x))
+    gens = [_forward_shard(model, s, x[lo:hi], {i: m[lo:hi] for i, m in masks.items()}, len(x))
+            for s, (lo, hi) in enumerate(bounds)]
+    with _runner(len(bounds)) as run:
+        results = _drive(gens, run)
+    ys = [y for y, _ in results]
+    y = ys[0] if len(ys) == 1 else np.concatenate(ys)
+    return y, Step(bounds, [caches for _, caches in results], y.shape)
+
+
+def backward(model, step: Step, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+    """Backpropagate through ``step``; writes every parameter's ``.grad`` (the sum over shards)
+    and returns dL/dx (None when ``need_input_grad`` is False)."""
+    gens = [_backward_shard(model, s, dy[lo:hi], step.caches[s], need_input_grad)
+            for s, (lo, hi) in enumerate(step.bounds)]
+    with _runner(len(step.bounds)) as run:
+        results = _drive(gens, run)
+    for i, layer in enumerate(model.layers):
+        for key, p in layer.params.items():
+            parts = [grads[i][key] for _, grads in results]
+            if len(parts) == 1:
+                p.grad[...] = parts[0]
+            else:
+                np.add(parts[0], parts[1], out=p.grad)
+                for part in parts[2:]:
+                    p.grad += part
+    if not need_input_grad:
+        return None
+    dxs = [dx for dx, _ in results]
+    return dxs[0] if len(dxs) == 1 else np.concatenate(dxs)
+
+
+def _dropout_masks(model, batch: int) -> dict[int, np.ndarray]:
+    """The whole batch's mask of every active Dropout layer, drawn in layer order."""
+    masks = {}
+    for i, (layer, _, out_shape) in enumerate(model.shapes()):
+        if isinstance(layer, Dropout) and layer.training and layer.p > 0:
+            masks[i] = dropout_mask((batch, *out_shape), layer.p, layer.rng, model.dtype)
+    return masks
+
+
+def _forward_shard(model, s: int, x: np.ndarray, masks: dict[int, np.ndarray], batch: int):
+    workspaces = _workspaces(model, s, "train")
+    caches = []
+    for i, layer in enumerate(model.layers):
+        if i in masks:
+            x, cache = dropout_apply(x, masks[i]), (masks[i],)
+        elif isinstance(layer, BatchNorm2d) and layer.training:
+            x, cache = yield from _batchnorm_forward(layer, x, batch)
+        elif workspaces[i] is not None:
+            x, cache = layer.forward_cached(x, workspace=workspaces[i])
+        else:
+            x, cache = layer.forward_cached(x)
+        caches.append(cache)
+    return x, caches
+
+
+def _backward_shard(model, s: int, dy: np.ndarray, caches: list, need_input_grad: bool):
+    workspaces = _workspaces(model, s, "train")
+    grads: list[dict[str, np.ndarray]] = [{} for _ in model.layers]
+    for i in range(len(model.layers) - 1, -1, -1):
+        layer, need_dx = model.layers[i], need_input_grad or i > 0
+        if isinstance(layer, BatchNorm2d) and caches[i][0] == "train":
+            dy, grads[i] = yield from _batchnorm_backward(dy, caches[i], need_dx)
+        elif workspaces[i] is not None:
+            dy, grads[i] = layer.backward_cached(dy, caches[i], need_dx, workspace=workspaces[i])
+        else:
+            dy, grads[i] = layer.backward_cached(dy, caches[i], need_dx)
+    return dy, grads
+
+
+def _add(parts: list) -> Any:
+    """Sum of the shards' parts, in shard order (tuples element by element)."""
+    if isinstance(parts[0], tuple):
+        return tuple(_add([p[k] for p in parts]) for k in range(len(parts[0])))
+    return functools.reduce(lambda a, b: a + b, parts)
+
+
+def _batchnorm_forward(layer: BatchNorm2d, x: np.ndarray, batch: int):
+    """BatchNorm over the whole batch from inside one shard (two barriers)."""
+    shape = (batch, *x.shape[1:])
+    total, n = yield (functools.partial(_batchnorm_sums, layer, shape), batchnorm_sums(x))
+    mean = total / x.dtype.type(n)
+    var = yield (functools.partial(_batchnorm_variance, layer, mean, n), batchnorm_square_sums(x, mean))
+    return batchnorm_normalize(x, layer.params["gamma"].value, layer.params["beta"].value, mean, var, layer.eps)
+
+
+def _batchnorm_sums(layer: BatchNorm2d, shape, parts):
+    total, n = _add(parts)
+    layer.check_values(n, shape)
+    return total, n
+
+
+def _batchnorm_variance(layer: BatchNorm2d, mean, n: int, parts):
+    """The biased batch variance; the running statistics are updated here, once per batch."""
+    var = _add(parts) / mean.dtype.type(n)
+    layer.update_running(mean, var, n)
+    return var
+
+
+def _batchnorm_backward(dy: np.ndarray, cache, need_dx: bool):
+    dgamma, dbeta, n = batchnorm_backward_sums(dy, cache)
+    total_dgamma, total_dbeta, total_n = yield (_add, (dgamma, dbeta, n))
+    dx = batchnorm_backward_dx(dy, cache, total_dgamma, total_dbeta, total_n) if need_dx else None
+    return dx, {"gamma": dgamma, "beta": dbeta}
+
+
+# ----------------------------------------------------------------------------- inference
+def infer(model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Outputs for ``x`` in the model's current mode, at most ``batch_size`` images in flight:
+    each shard runs its own contiguous part of ``x`` in batches, with no barrier in between."""
+    out_shape = model.output_shape()
+    y = np.empty((len(x), *out_shape), model.dtype)
+    if len(x) == 0:
+        return y
+    bounds = shard_bounds(len(x), max(1, min(get_threads(), len(x) // MIN_SHARD, batch_size)))
+    per_shard = max(1, batch_size // len(bounds))
+
+    def shard(s: int, lo: int, hi: int) -> None:
+        workspaces = _workspaces(model, s, "infer")
+        for start in range(lo, hi, per_shard):
+            a = x[start:min(hi, start + per_shard)]
+            for layer, ws in zip(model.layers, workspaces):
+                a, _ = layer.forward_cached(a, workspace=ws) if ws is not None else layer.forward_cached(a)
+            y[start:start + len(a)] = a
+
+    with _runner(len(bounds)) as run:
+        run([functools.partial(shard, s, lo, hi) for s, (lo, hi) in enumerate(bounds)])
+    return y
