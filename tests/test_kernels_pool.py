@@ -10,8 +10,9 @@ import pytest
 
 import reference as ref
 from cnnkit import shapes
+from cnnkit.kernels.layout import from_batch_minor, is_batch_minor
 from cnnkit.kernels.pool import (avgpool2d_backward, avgpool2d_forward, global_avgpool_backward,
-                                 global_avgpool_forward, maxpool2d_backward, maxpool2d_forward)
+                                 global_avgpool_forward, maxpool2d_backward, maxpool2d_forward, maxpool2d_values)
 
 
 def _cases():
@@ -34,22 +35,36 @@ def _distinct(rng, shape):
     return rng.permutation(int(np.prod(shape))).reshape(shape) * 0.01 - 1.0
 
 
+def _in_layout(x: np.ndarray, layout: str) -> np.ndarray:
+    """``x`` with NHWC memory, or the same values with batch-minor (CHWN) memory."""
+    return x if layout == "nhwc" else from_batch_minor(np.ascontiguousarray(x.transpose(3, 1, 2, 0)))
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "batch-minor"])
 @pytest.mark.parametrize("hw, size, stride, pads, c", _cases())
-def test_maxpool_equals_the_loop_oracle(hw, size, stride, pads, c):
+def test_maxpool_equals_the_loop_oracle(hw, size, stride, pads, c, layout):
     rng = np.random.default_rng(zlib.crc32(repr((hw, size, stride, pads, c)).encode()))
     x = _distinct(rng, (2, *hw, c))
-    y, cache = maxpool2d_forward(x, size, stride, pads)
-    np.testing.assert_array_equal(y, ref.maxpool2d_forward(x, size, stride, pads)[0])
+    xl = _in_layout(x, layout)
+    y, cache = maxpool2d_forward(xl, size, stride, pads)
+    y_ref = ref.maxpool2d_forward(x, size, stride, pads)[0]
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(maxpool2d_values(xl, size, stride, pads), y_ref)
+    assert is_batch_minor(y) == (layout == "batch-minor")
     dy = rng.standard_normal(y.shape)
-    np.testing.assert_allclose(maxpool2d_backward(dy, cache), ref.maxpool2d_backward(dy, x, size, stride, pads),
-                               rtol=1e-13, atol=1e-15)  # sums of several dy: order may differ
+    for dy_l in (dy, _in_layout(dy, "batch-minor")):
+        dx = maxpool2d_backward(dy_l, cache)
+        np.testing.assert_allclose(dx, ref.maxpool2d_backward(dy, x, size, stride, pads),
+                                   rtol=1e-13, atol=1e-15)  # sums of several dy: order may differ
+        assert is_batch_minor(dx) == (layout == "batch-minor") or c == 1
 
 
+@pytest.mark.parametrize("layout", ["nhwc", "batch-minor"])
 @pytest.mark.parametrize("hw, size, stride, pads, c", _cases())
-def test_avgpool_equals_the_loop_oracle(hw, size, stride, pads, c):
+def test_avgpool_equals_the_loop_oracle(hw, size, stride, pads, c, layout):
     rng = np.random.default_rng(zlib.crc32(repr((hw, size, stride, pads, c)).encode()))
     x = rng.standard_normal((2, *hw, c))
-    y, cache = avgpool2d_forward(x, size, stride, pads)
+    y, cache = avgpool2d_forward(_in_layout(x, layout), size, stride, pads)
     np.testing.assert_allclose(y, ref.avgpool2d_forward(x, size, stride, pads), rtol=1e-13, atol=1e-15)
     dy = rng.standard_normal(y.shape)
     np.testing.assert_allclose(avgpool2d_backward(dy, cache), ref.avgpool2d_backward(dy, x.shape, size, stride, pads),

@@ -217,9 +217,16 @@ def test_each_layer_agrees_with_pytorch(name, factory, shape, kind, dtype, torch
 
 
 # --------------------------------------------------------------------------- PyTorch, whole models
+@pytest.mark.parametrize("threads", [1, 2], ids=["one-thread", "two-shards"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("name, batch", [("lenet5", 4), ("cifar-net", 2)])
-def test_builtin_models_agree_with_pytorch_end_to_end(name, batch, dtype, torch, rng):
+def test_builtin_models_agree_with_pytorch_end_to_end(name, batch, dtype, threads, torch, rng, monkeypatch):
+    """Sequential.forward/backward as training runs them: fused Conv2d + ReLU, ReLU after max-pool,
+    batch-minor layout for LeNet's convs, and (two-shards) the batch split across two threads."""
+    from cnnkit import parallel
+
+    monkeypatch.setattr(parallel, "MIN_SHARD", 1)
+    monkeypatch.setattr(parallel, "_threads", threads)
     model = resolve_model(name, dtype=dtype, seed=3)
     for p in model.parameters():  # nonzero biases, so that their gradients are compared too
         if p.name.endswith("bias"):
@@ -235,6 +242,7 @@ def test_builtin_models_agree_with_pytorch_end_to_end(name, batch, dtype, torch,
     tol = TOL[dtype]
     assert logits.dtype == dtype and dx.dtype == dtype
     assert _rel(logits, zt.detach().numpy()) <= tol
+    assert _rel(model.logits(x, batch_size=batch), zt.detach().numpy()) <= tol  # the inference path
     assert _rel(dx, xt.grad.numpy()) <= tol
     for p in model.parameters():
         assert p.grad.dtype == dtype

@@ -15,6 +15,13 @@ What stays a property of the *whole* batch:
 * **Dropout**: the mask of the whole batch is drawn from the layer's generator before the shards
   start, exactly the draw a single thread makes, and each shard takes its rows.
 
+Fusion (the same values as layer by layer): a Conv2d followed by a ReLU runs as one kernel
+(bias and ReLU applied to each output tile while it is in cache, the ReLU's mask applied inside
+the conv's backward); a ReLU followed by a MaxPool2d runs after the pool, on 1/(FH·FW) of the
+values (max and ReLU commute: max(relu(a), relu(b)) = relu(max(a, b)), and the gradients agree,
+ties included). Inference pools without the argmax bookkeeping. :meth:`Sequential.activations`
+and the ``*_cached`` pair do not fuse: they give every layer's own output.
+
 Shard boundaries depend only on the batch size and the thread count, never on timing, so results
 are reproducible run to run. With one shard (one thread, or a batch under ``2·MIN_SHARD``) the
 arithmetic is that of the layers' own ``forward``/``backward``; with several, gradients differ from
@@ -38,10 +45,14 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .kernels.dropout import dropout_apply, dropout_mask
+from .kernels.pool import maxpool2d_values
 from .kernels.norm import (batchnorm_backward_dx, batchnorm_backward_sums, batchnorm_normalize, batchnorm_square_sums,
                            batchnorm_sums)
+from .layers.activations import ReLU
+from .layers.conv import Conv2d
 from .layers.dropout import Dropout
 from .layers.norm import BatchNorm2d
+from .layers.pool import MaxPool2d
 
 MIN_SHARD = 16  # images per shard at least: smaller shards cost more in Python than they save
 MAX_THREADS = 8
@@ -202,6 +213,63 @@ def _drive(gens: list, run) -> list[Any]:
         values = [reduce([msg[1] for _, msg in steps])] * len(gens)
 
 
+# ----------------------------------------------------------------------------- the plan
+def plan(layers) -> list[tuple[str, int, int]]:
+    """How the layers run: ``(kind, i, j)`` items, in order, where kind is ``"layer"`` (layer i;
+    j = i), ``"conv+relu"`` (Conv2d i with the ReLU j = i + 1 fused) or ``"pool+relu"`` (MaxPool2d j
+    first, then the ReLU i = j - 1)."""
+    ops, i = [], 0
+    while i < len(layers):
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        if isinstance(layers[i], Conv2d) and type(nxt) is ReLU:
+            ops.append(("conv+relu", i, i + 1))
+            i += 2
+        elif type(layers[i]) is ReLU and type(nxt) is MaxPool2d:
+            ops.append(("pool+relu", i, i + 1))
+            i += 2
+        else:
+            ops.append(("layer", i, i))
+            i += 1
+    return ops
+
+
+def _call_forward(layer, x, workspace, **kwargs):
+    return layer.forward_cached(x, workspace=workspace, **kwargs) if workspace is not None else layer.forward_cached(x)
+
+
+def _call_backward(layer, dy, cache, need_dx, workspace):
+    if workspace is not None:
+        return layer.backward_cached(dy, cache, need_dx, workspace=workspace)
+    return layer.backward_cached(dy, cache, need_dx)
+
+
+def _run_forward(model, ops, x, workspaces, masks: dict, batch: int, keep: bool):
+    """Generator: the layers on one shard's ``x``; returns ``(y, caches)`` (caches None unless
+    ``keep``); yields at the barriers of training-mode BatchNorm layers."""
+    layers = model.layers
+    caches: list[Any] = [None] * len(layers)
+    for kind, i, j in ops:
+        layer = layers[i]
+        if kind == "conv+relu":
+            x, caches[i] = _call_forward(layer, x, workspaces[i], relu=True)
+        elif kind == "pool+relu":
+            pool = layers[j]
+            if keep:
+                x, caches[j] = pool.forward_cached(x)
+            else:
+                x = maxpool2d_values(x, pool.filter_hw, pool.stride_hw, pool.pads)
+            x, caches[i] = layer.forward_cached(x)
+        elif i in masks:
+            x, caches[i] = dropout_apply(x, masks[i]), (masks[i],)
+        elif isinstance(layer, BatchNorm2d) and layer.training:
+            x, caches[i] = yield from _batchnorm_forward(layer, x, batch)
+        elif isinstance(layer, MaxPool2d) and not keep:
+            x = maxpool2d_values(x, layer.filter_hw, layer.stride_hw, layer.pads)
+        else:
+            x, caches[i] = _call_forward(layer, x, workspaces[i])
+    return x, caches
+
+
 # ----------------------------------------------------------------------------- training steps
 class Step:
     """What :func:`forward` keeps for :func:`backward`: shard bounds and each shard's caches."""
@@ -269,32 +337,23 @@ def _dropout_masks(model, batch: int) -> dict[int, np.ndarray]:
 
 
 def _forward_shard(model, s: int, x: np.ndarray, masks: dict[int, np.ndarray], batch: int):
-    workspaces = _workspaces(model, s, "train")
-    caches = []
-    for i, layer in enumerate(model.layers):
-        if i in masks:
-            x, cache = dropout_apply(x, masks[i]), (masks[i],)
-        elif isinstance(layer, BatchNorm2d) and layer.training:
-            x, cache = yield from _batchnorm_forward(layer, x, batch)
-        elif workspaces[i] is not None:
-            x, cache = layer.forward_cached(x, workspace=workspaces[i])
-        else:
-            x, cache = layer.forward_cached(x)
-        caches.append(cache)
-    return x, caches
+    return (yield from _run_forward(model, plan(model.layers), x, _workspaces(model, s, "train"), masks, batch,
+                                    keep=True))
 
 
 def _backward_shard(model, s: int, dy: np.ndarray, caches: list, need_input_grad: bool):
     workspaces = _workspaces(model, s, "train")
-    grads: list[dict[str, np.ndarray]] = [{} for _ in model.layers]
-    for i in range(len(model.layers) - 1, -1, -1):
-        layer, need_dx = model.layers[i], need_input_grad or i > 0
-        if isinstance(layer, BatchNorm2d) and caches[i][0] == "train":
+    layers = model.layers
+    grads: list[dict[str, np.ndarray]] = [{} for _ in layers]
+    for kind, i, j in reversed(plan(layers)):
+        need_dx = need_input_grad or i > 0
+        if kind == "pool+relu":
+            dy, _ = layers[i].backward_cached(dy, caches[i], True)
+            dy, _ = layers[j].backward_cached(dy, caches[j], need_dx)
+        elif isinstance(layers[i], BatchNorm2d) and caches[i][0] == "train":
             dy, grads[i] = yield from _batchnorm_backward(dy, caches[i], need_dx)
-        elif workspaces[i] is not None:
-            dy, grads[i] = layer.backward_cached(dy, caches[i], need_dx, workspace=workspaces[i])
-        else:
-            dy, grads[i] = layer.backward_cached(dy, caches[i], need_dx)
+        else:  # a single layer, or Conv2d + ReLU (the ReLU's mask is in the conv's cache)
+            dy, grads[i] = _call_backward(layers[i], dy, caches[i], need_dx, workspaces[i])
     return dy, grads
 
 
@@ -345,12 +404,15 @@ def infer(model, x: np.ndarray, batch_size: int) -> np.ndarray:
     bounds = shard_bounds(len(x), max(1, min(get_threads(), len(x) // MIN_SHARD, batch_size)))
     per_shard = max(1, batch_size // len(bounds))
 
+    ops = plan(model.layers)
+
     def shard(s: int, lo: int, hi: int) -> None:
         workspaces = _workspaces(model, s, "infer")
         for start in range(lo, hi, per_shard):
-            a = x[start:min(hi, start + per_shard)]
-            for layer, ws in zip(model.layers, workspaces):
-                a, _ = layer.forward_cached(a, workspace=ws) if ws is not None else layer.forward_cached(a)
+            gen = _run_forward(model, ops, x[start:min(hi, start + per_shard)], workspaces, {}, 0, keep=False)
+            done, (a, _) = _advance(gen, None)
+            if not done:  # only training-mode BatchNorm waits for the other shards
+                raise RuntimeError("parallel.infer needs the model in evaluation mode")
             y[start:start + len(a)] = a
 
     with _runner(len(bounds)) as run:

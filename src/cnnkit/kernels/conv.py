@@ -28,6 +28,11 @@ W'·N values, and its output is returned as the (N, H', W', K) view of CHWN memo
 ReLU and pooling after it (and the next small conv) work in that layout without a transpose. Other
 convs run in NHWC and read a batch-minor input through one transposing copy.
 
+Fused ReLU: with ``relu=True`` the kernel returns max(x ⋆ w + b, 0), applied to each output tile
+while it is in cache, and backward multiplies dy by the mask y > 0 before the convolution's own
+backward — the same values as a Conv2d followed by a ReLU layer, without their separate passes
+over the whole array (:mod:`cnnkit.parallel` uses it when a ReLU follows a Conv2d).
+
 Buffers: with ``workspace=None`` every scratch array is allocated per call, so two threads can run
 two batch shards at once. A caller that runs the same layer repeatedly may pass its own
 ``workspace`` dict: scratch arrays are then reused from one call to the next. A workspace belongs to
@@ -148,9 +153,9 @@ def im2col(xp: np.ndarray, fh: int, fw: int, stride: tuple[int, int], dilation: 
 
 
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride=(1, 1),
-                   pads: Pads = ((0, 0), (0, 0)), dilation=(1, 1), *, workspace: dict | None = None
-                   ) -> tuple[np.ndarray, Any]:
-    """y = x ⋆ w + b (cross-correlation), returning ``(y, cache)``.
+                   pads: Pads = ((0, 0), (0, 0)), dilation=(1, 1), *, workspace: dict | None = None,
+                   relu: bool = False) -> tuple[np.ndarray, Any]:
+    """y = x ⋆ w + b (cross-correlation), or max(x ⋆ w + b, 0) with ``relu``; returns ``(y, cache)``.
 
     Args:
         x: (N, H, W, C) input, NHWC or batch-minor memory.
@@ -160,6 +165,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride=(1
         pads: ((top, bottom), (left, right)) zero padding.
         dilation: (DH, DW); tap (i, j) reads pixel (i·DH, j·DW) of the window.
         workspace: optional caller-owned dict of reusable buffers (see the module docstring).
+        relu: apply a ReLU to the output (fused; backward then includes the ReLU's).
 
     Shape:
         x: (N, H, W, C), w: (FH, FW, C, K) -> y: (N, H', W', K),
@@ -185,8 +191,8 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride=(1
     g = _Geometry(n, h, wd, c, fh, fw, k, ho, wo, stride, pads, dilation)
     w = w.astype(dtype, copy=False)
     batch_minor = c <= SMALL_CHANNELS and k <= SMALL_CHANNELS
-    y, saved = (_forward_bm if batch_minor else _forward_nhwc)(x, w, b, g, workspace)
-    return y, (batch_minor, saved, w, g, b is not None)
+    y, saved = (_forward_bm if batch_minor else _forward_nhwc)(x, w, b, g, workspace, relu)
+    return y, (batch_minor, saved, w, g, b is not None, y if relu else None)
 
 
 def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, *, workspace: dict | None = None
@@ -196,9 +202,13 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, *, workspace: d
     Shape:
         dy: (N, H', W', K) -> dx: (N, H, W, C), dw: (FH, FW, C, K), db: (K,)
     """
-    batch_minor, saved, w, g, has_bias = cache
+    batch_minor, saved, w, g, has_bias, relu_y = cache
     dy = dy.astype(w.dtype, copy=False)
-    return (_backward_bm if batch_minor else _backward_nhwc)(dy, saved, w, g, need_dx, has_bias, workspace)
+    if batch_minor:
+        return _backward_bm(dy, saved, w, g, need_dx, has_bias, workspace, relu_y)
+    if relu_y is not None:
+        dy = np.multiply(dy, relu_y > 0, dtype=dy.dtype)  # the ReLU's backward: dy where y > 0
+    return _backward_nhwc(dy, saved, w, g, need_dx, has_bias, workspace)
 
 
 # --------------------------------------------------------------------------- NHWC
@@ -227,21 +237,28 @@ def _rows(a2d: np.ndarray, tile, rows: int, cols: int) -> np.ndarray:
     return a2d[(n0 * rows + r0) * cols:((n1 - 1) * rows + r1) * cols]
 
 
-def _forward_nhwc(x, w, b, g: _Geometry, workspace):
+def _finish(out: np.ndarray, b, relu: bool) -> None:
+    """Bias and ReLU on an output tile, in place, while it is in cache."""
+    if b is not None:
+        out += b
+    if relu:
+        np.maximum(out, out.dtype.type(0), out=out)
+
+
+def _forward_nhwc(x, w, b, g: _Geometry, workspace, relu: bool):
     x = np.ascontiguousarray(x)  # NHWC memory (one copy only for a batch-minor input)
     w2d = w.reshape(g.taps * g.c, g.k)  # (FH·FW·C, K)
     y = np.empty((g.n, g.ho, g.wo, g.k), x.dtype)
     y2d = y.reshape(-1, g.k)  # (N·H'·W', K)
+    b = None if b is None else b.astype(x.dtype, copy=False)
     if g.pointwise:
         np.matmul(x.reshape(-1, g.c), w2d, out=y2d)
-        if b is not None:
-            y2d += b.astype(x.dtype, copy=False)
+        _finish(y2d, b, relu)
         return y, x
     for tile, cols in _nhwc_tiles(x, g, workspace):
         out = _rows(y2d, tile, g.ho, g.wo)
         np.matmul(cols, w2d, out=out)
-        if b is not None:
-            out += b.astype(x.dtype, copy=False)  # while the tile is in cache
+        _finish(out, b, relu)
     return y, x
 
 
@@ -337,7 +354,7 @@ def _bm_tiles(xpc: np.ndarray, g: _Geometry, workspace: dict | None):
         yield (r0, r1), cols_t
 
 
-def _forward_bm(x, w, b, g: _Geometry, workspace):
+def _forward_bm(x, w, b, g: _Geometry, workspace, relu: bool):
     (pt, _), (pl, _) = g.pads
     if g.padded:  # one copy: the input transposed straight into the zero-bordered buffer
         xpc = _buffer(workspace, f"xpad_bm{g.pads}", (g.c, *g.padded_hw, g.n), x.dtype, zero=True)
@@ -348,17 +365,19 @@ def _forward_bm(x, w, b, g: _Geometry, workspace):
     yc = np.empty((g.k, g.ho, g.wo, g.n), x.dtype)
     y2 = yc.reshape(g.k, -1)  # (K, H'·W'·N)
     span = g.wo * g.n
+    b = None if b is None else b.astype(x.dtype, copy=False)[:, None]
     for (r0, r1), cols_t in _bm_tiles(xpc, g, workspace):
         out = y2[:, r0 * span:r1 * span]
         np.matmul(w2d_t, cols_t, out=out)
-        if b is not None:
-            out += b.astype(x.dtype, copy=False)[:, None]
+        _finish(out, b, relu)
     return from_batch_minor(yc), xpc
 
 
-def _backward_bm(dy, xpc, w, g: _Geometry, need_dx, has_bias, workspace):
+def _backward_bm(dy, xpc, w, g: _Geometry, need_dx, has_bias, workspace, relu_y):
     (pt, _), (pl, _) = g.pads
     dyc = to_batch_minor(dy).reshape(g.k, -1)  # (K, H'·W'·N)
+    if relu_y is not None:  # the ReLU's backward (y is batch-minor memory: a view, no copy)
+        dyc = np.multiply(dyc, to_batch_minor(relu_y).reshape(g.k, -1) > 0, dtype=dy.dtype)
     db = dyc.sum(axis=1) if has_bias else None  # long contiguous rows
     w2d = w.reshape(g.taps * g.c, g.k)
     dw2d = np.zeros(w2d.shape, dy.dtype)

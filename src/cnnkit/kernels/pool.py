@@ -160,6 +160,24 @@ def maxpool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     return _public(_crop(dxp, x_shape, pads), bm)
 
 
+def maxpool2d_values(x: np.ndarray, size, stride, pads: Pads = ((0, 0), (0, 0))) -> np.ndarray:
+    """The ``y`` of :func:`maxpool2d_forward` without the argmax bookkeeping (inference): the
+    maximum of the FH·FW strided views, taken in place, with no tap-major copy.
+
+    Example:
+        >>> maxpool2d_values(np.array([1., 3., 3., 2.]).reshape(1, 2, 2, 1), (2, 2), (2, 2))[0, 0, 0, 0]
+        np.float64(3.0)
+    """
+    a, bm = _kernel_order(x)
+    size, stride = tuple(size), tuple(stride)
+    _, _, ho, wo = _geometry(a.shape, size, stride, pads)
+    view = _taps(_pad(a, pads, -np.inf), size, stride, (ho, wo))  # (FH, FW, N, H', W', C)
+    y = view[0, 0].copy()
+    for k in range(1, size[0] * size[1]):
+        np.maximum(y, view[divmod(k, size[1])], out=y)
+    return _public(y, bm)
+
+
 # --------------------------------------------------------------------------- average
 def avgpool2d_forward(x: np.ndarray, size, stride, pads: Pads = ((0, 0), (0, 0))) -> tuple[np.ndarray, Any]:
     """Mean over FH×FW windows, padded zeros included (divide by FH·FW). Returns ``(y, cache)``.

@@ -103,11 +103,12 @@ class Conv2d(Layer):
         if self.bias:
             self.bias_param = self._add_param("bias", np.zeros(self.filters, self.dtype))
 
-    def forward_cached(self, x, workspace: dict | None = None):
-        """Pure forward ``(y, cache)``; ``workspace``: a caller-owned dict of reusable buffers."""
+    def forward_cached(self, x, workspace: dict | None = None, relu: bool = False):
+        """Pure forward ``(y, cache)``; ``workspace``: a caller-owned dict of reusable buffers;
+        ``relu``: return max(y, 0) as the fused Conv2d + ReLU (backward then includes the ReLU's)."""
         b = self.params["bias"].value if self.bias else None
         return conv2d_forward(x, self.params["weight"].value, b, self.stride_hw, self.pads, self.dilation_hw,
-                              workspace=workspace)
+                              workspace=workspace, relu=relu)
 
     def backward_cached(self, dy, cache, need_dx=True, workspace: dict | None = None):
         dx, dw, db = conv2d_backward(dy, cache, need_dx, workspace=workspace)
