@@ -140,13 +140,16 @@ def metrics_record(*, test_accuracy: float, test_loss: float, train_seconds: flo
             "epochs": int(epochs), "model": str(model), "dataset": str(dataset), "seed": int(seed)}
 
 
-def versions() -> dict[str, str]:
+def versions() -> dict[str, Any]:
+    """Versions and the thread count (batch shards): a bit-identical rerun needs the same ones."""
     import numpy as np
 
     from . import __version__
 
+    from .parallel import get_threads
+
     return {"cnnkit": __version__, "numpy": np.__version__, "python": platform.python_version(),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "threads": get_threads()}
 
 
 def run_record(*, argv: Sequence[str], model: str, model_spec: dict[str, Any], dataset: str,
