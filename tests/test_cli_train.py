@@ -105,6 +105,16 @@ def test_train_writes_the_run_folder_and_prints_its_path_last(capsys, folder, tm
     assert model.class_names == ["blue", "green", "red"] and model.preprocessing == run["preprocessing"]
 
 
+def test_a_non_finite_loss_exits_1_with_one_line(capsys, folder, tmp_path):
+    out = tmp_path / "run"
+    code, lines, err = train(capsys, "--dataset", folder, "--model", "flatten-fc(16)-relu-fc(3)", "--optimizer", "sgd",
+                             "--lr", "1e30", "--batch-size", "8", "--quiet", "--out", str(out))
+    assert code == 1 and lines == []
+    assert re.fullmatch(r"cnnkit train: error: epoch 1, step \d+ of 4: the training loss is (nan|inf) "
+                        r"\(lr=1e\+30\); try a lower learning rate\n", err)
+    assert not (out / "model.npz").exists()
+
+
 def test_a_failing_report_exits_1_but_keeps_the_run(capsys, folder, tmp_path, monkeypatch):
     import cnnkit.report
 

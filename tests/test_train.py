@@ -139,7 +139,6 @@ def test_bad_arguments_are_refused():
 
 
 # ----------------------------------------------------------------------------- the non-finite guard
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_non_finite_loss_stops_naming_epoch_and_step():
     m = model("flatten-fc(3)")
     m["fc1"].params["weight"].value[0, 0] = np.inf
@@ -147,7 +146,6 @@ def test_non_finite_loss_stops_naming_epoch_and_step():
         run_fit(m)
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_non_finite_loss_names_a_later_step():
     class Poison(Callback):
         def on_batch_end(self, state):

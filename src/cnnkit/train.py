@@ -26,6 +26,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,7 +264,9 @@ def fit(model, train, epochs: int = 10, batch_size: int = 64, optimizer: Any = "
     at_boundary = True  # True where the state is consistent enough to checkpoint
     t_fit = t0 = time.perf_counter()
     try:
-        with _deferred_interrupt() as ctrl_c:
+        with _deferred_interrupt() as ctrl_c, warnings.catch_warnings():
+            # overflow/NaN on the way to a non-finite loss: the guard below says it in one line
+            warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
             epoch = done_epochs + 1
             while epoch <= epochs and not history.stopped_early:
                 run.epoch, run.step = epoch, step
