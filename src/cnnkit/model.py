@@ -207,6 +207,7 @@ class Sequential:
         from . import parallel
 
         x = self._prepare(x)
+        self._step = None  # the last step's caches go before this step's are made
         y, self._step = parallel.forward(self, x)
         return y
 

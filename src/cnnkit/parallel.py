@@ -281,14 +281,21 @@ class Step:
 
 
 def _workspaces(model, shard: int, kind: str) -> list[dict | None]:
-    """Per-layer scratch dicts of one shard (shard 0 of training uses the layers' own)."""
-    if kind == "train" and shard == 0:
-        return [layer._workspace for layer in model.layers]
+    """Per-layer scratch dicts of one shard (shard 0 of training uses the layers' own). The layers
+    of one shard also share one ``"shared"`` dict for the buffers that matter only within a call,
+    so scratch memory is that of the largest layer, not the sum over layers."""
     store = model.__dict__.setdefault("_shard_workspaces", {})
     key = (kind, shard)
     if key not in store:
-        store[key] = [None if layer._workspace is None else {} for layer in model.layers]
-    return store[key]
+        own = kind == "train" and shard == 0
+        store[key] = ([None if layer._workspace is None else {} for layer in model.layers] if not own else None, {})
+    per_layer, shared = store[key]
+    if per_layer is None:
+        per_layer = [layer._workspace for layer in model.layers]
+    for ws in per_layer:
+        if ws is not None and ws.get("shared") is not shared:
+            ws["shared"] = shared
+    return per_layer
 
 
 def forward(model, x: np.ndarray) -> tuple[np.ndarray, Step]:
@@ -329,11 +336,13 @@ def backward(model, step: Step, dy: np.ndarray, need_input_grad: bool = True) ->
 
 def _dropout_masks(model, batch: int) -> dict[int, np.ndarray]:
     """The whole batch's mask of every active Dropout layer, drawn in layer order."""
-    masks = {}
-    for i, (layer, _, out_shape) in enumerate(model.shapes()):
-        if isinstance(layer, Dropout) and layer.training and layer.p > 0:
-            masks[i] = dropout_mask((batch, *out_shape), layer.p, layer.rng, model.dtype)
-    return masks
+    active = [i for i, layer in enumerate(model.layers) if isinstance(layer, Dropout) and layer.training
+              and layer.p > 0]
+    if not active:
+        return {}
+    shapes = model.shapes()  # the output shape of each layer, without running data
+    return {i: dropout_mask((batch, *shapes[i][2]), model.layers[i].p, model.layers[i].rng, model.dtype)
+            for i in active}
 
 
 def _forward_shard(model, s: int, x: np.ndarray, masks: dict[int, np.ndarray], batch: int):

@@ -43,6 +43,7 @@ memory.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,9 +109,12 @@ def _buffer(workspace: dict | None, key: str, shape: tuple[int, ...], dtype, zer
 
 
 def _scratch(workspace: dict | None, key: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-    """An uninitialised scratch matrix of ``shape``, carved from a reused flat buffer that grows
-    when a larger tile needs it."""
-    size = int(np.prod(shape))
+    """An uninitialised scratch array of ``shape``, carved from a reused flat buffer that grows
+    when a larger tile needs it. Its contents matter only within one call, so a workspace may
+    hold a ``"shared"`` dict that several layers run by one thread use for these buffers."""
+    if workspace is not None:
+        workspace = workspace.get("shared", workspace)
+    size = math.prod(shape)
     buf = workspace.get(key) if workspace is not None else None
     if buf is None or buf.size < size or buf.dtype != dtype:
         buf = np.empty(size, dtype)
@@ -119,12 +123,24 @@ def _scratch(workspace: dict | None, key: str, shape: tuple[int, ...], dtype) ->
     return buf[:size].reshape(shape)
 
 
-def _group(n: int, per_image: int) -> int:
-    """The most images one tile of :func:`~cnnkit.kernels.layout.tiles` holds (1 in row tiles)."""
-    if per_image > TILE_BYTES:
-        return 1
-    groups = -(-n // max(1, TILE_BYTES // per_image))
-    return -(-n // groups)
+def _place(dst: np.ndarray, src: np.ndarray, top: int, left: int, mask: np.ndarray | None = None) -> None:
+    """``dst`` (n, H, W, C) = zeros with ``src`` (n, h, w, C) at rows ``top``…, cols ``left``…
+    (cropped where it falls outside); with ``mask``, ``src``·[mask > 0] (a fused ReLU's backward)."""
+    hh, ww = dst.shape[1:3]
+    r0, c0 = max(top, 0), max(left, 0)
+    r1, c1 = min(top + src.shape[1], hh), min(left + src.shape[2], ww)
+    if r1 <= r0 or c1 <= c0:
+        dst.fill(0)
+        return
+    dst[:, :r0].fill(0)
+    dst[:, r1:].fill(0)
+    dst[:, r0:r1, :c0].fill(0)
+    dst[:, r0:r1, c1:].fill(0)
+    inner = (slice(None), slice(r0 - top, r1 - top), slice(c0 - left, c1 - left))
+    if mask is None:
+        dst[:, r0:r1, c0:c1] = src[inner]
+    else:
+        np.multiply(src[inner], mask[inner] > 0, out=dst[:, r0:r1, c0:c1])
 
 
 def _out_size(padded: int, f_eff: int, stride: int) -> int:
@@ -204,11 +220,8 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, *, workspace: d
     """
     batch_minor, saved, w, g, has_bias, relu_y = cache
     dy = dy.astype(w.dtype, copy=False)
-    if batch_minor:
-        return _backward_bm(dy, saved, w, g, need_dx, has_bias, workspace, relu_y)
-    if relu_y is not None:
-        dy = np.multiply(dy, relu_y > 0, dtype=dy.dtype)  # the ReLU's backward: dy where y > 0
-    return _backward_nhwc(dy, saved, w, g, need_dx, has_bias, workspace)
+    backward = _backward_bm if batch_minor else _backward_nhwc
+    return backward(dy, saved, w, g, need_dx, has_bias, workspace, relu_y)
 
 
 # --------------------------------------------------------------------------- NHWC
@@ -219,11 +232,9 @@ def _nhwc_tiles(x: np.ndarray, g: _Geometry, workspace: dict | None):
     pt, pl = g.pads[0][0], g.pads[1][0]
     src = x
     for n0, n1, r0, r1 in tiles(g.n, g.ho, g.wo * width * x.itemsize, TILE_BYTES):
-        if r0 == 0 and g.padded:  # a new group of images: copy it into the zero-bordered buffer
-            buf = _buffer(workspace, f"xpad{g.pads}", (_group(g.n, g.ho * g.wo * width * x.itemsize), *g.padded_hw, g.c),
-                          x.dtype, zero=True)
-            src = buf[:n1 - n0]
-            src[:, pt:pt + g.h, pl:pl + g.wd, :] = x[n0:n1]
+        if r0 == 0 and g.padded:  # a new group of images, with its zero border
+            src = _scratch(workspace, "xpad", (n1 - n0, *g.padded_hw, g.c), x.dtype)
+            _place(src, x[n0:n1], pt, pl)
         elif not g.padded:
             src = x[n0:n1]
         cols = _scratch(workspace, "cols", ((n1 - n0) * (r1 - r0) * g.wo, width), x.dtype)
@@ -262,27 +273,53 @@ def _forward_nhwc(x, w, b, g: _Geometry, workspace, relu: bool):
     return y, x
 
 
-def _backward_nhwc(dy, x, w, g: _Geometry, need_dx, has_bias, workspace):
-    dy2d = np.ascontiguousarray(dy).reshape(-1, g.k)  # (N·H'·W', K)
-    db = dy2d.sum(axis=0) if has_bias else None
+class _Dy:
+    """dy as (N·H'·W', K) rows, times the fused ReLU's mask [y > 0] when there is one, tile by tile
+    (no full-size masked copy)."""
+
+    def __init__(self, dy: np.ndarray, relu_y: np.ndarray | None, g: _Geometry, workspace) -> None:
+        self.a = np.ascontiguousarray(dy)
+        self.y = None if relu_y is None else np.ascontiguousarray(relu_y)
+        self.g, self.workspace = g, workspace
+
+    def rows(self, tile) -> np.ndarray:
+        d = _rows(self.a.reshape(-1, self.g.k), tile, self.g.ho, self.g.wo)
+        if self.y is None:
+            return d
+        out = _scratch(self.workspace, "dy_tile", d.shape, d.dtype)
+        return np.multiply(d, _rows(self.y.reshape(-1, self.g.k), tile, self.g.ho, self.g.wo) > 0, out=out)
+
+
+def _backward_nhwc(dy, x, w, g: _Geometry, need_dx, has_bias, workspace, relu_y):
     w2d = w.reshape(g.taps * g.c, g.k)
     if g.pointwise:
+        if relu_y is not None:
+            dy = np.multiply(dy, relu_y > 0, dtype=dy.dtype)
+        dy2d = np.ascontiguousarray(dy).reshape(-1, g.k)
         x2d = x.reshape(-1, g.c)
         dw = (x2d.T @ dy2d).reshape(w.shape)
         dx = (dy2d @ w2d.T).reshape(x.shape) if need_dx else None
-        return dx, dw, db
-    dw2d = np.zeros(w2d.shape, x.dtype)
+        return dx, dw, (dy2d.sum(axis=0) if has_bias else None)
+    d = _Dy(dy, relu_y, g, workspace)
+    dw2d = np.empty(w2d.shape, x.dtype)
+    db = np.zeros(g.k, x.dtype) if has_bias else None
     part = _scratch(workspace, "dw_part", w2d.shape, x.dtype)
     for tile, cols in _nhwc_tiles(x, g, workspace):
-        np.matmul(cols.T, _rows(dy2d, tile, g.ho, g.wo), out=part)  # (FH·FW·C, K)
-        dw2d += part
+        dyt = d.rows(tile)
+        if tile[0] == tile[2] == 0:
+            np.matmul(cols.T, dyt, out=dw2d)  # (FH·FW·C, K)
+        else:
+            np.matmul(cols.T, dyt, out=part)
+            dw2d += part
+        if has_bias:
+            db += dyt.sum(axis=0)
     dx = None
     if need_dx:
-        dx = _dx_flipped(dy2d, w, g, workspace) if g.stride == (1, 1) else _dx_col2im(dy2d, w, g, workspace)
+        dx = _dx_flipped(d, w, g, workspace) if g.stride == (1, 1) else _dx_col2im(d, w, g, workspace)
     return dx, dw2d.reshape(w.shape), db
 
 
-def _dx_flipped(dy2d, w, g: _Geometry, workspace) -> np.ndarray:
+def _dx_flipped(d: _Dy, w, g: _Geometry, workspace) -> np.ndarray:
     """Stride-1 dx as a convolution of dy with the flipped kernel, tile by tile.
 
     dx[h] = Σ_i dy[h + pt - i·D]·w[i] = Σ_i' Z[h + i'·D]·w[F-1-i'], where Z is dy shifted right by
@@ -292,47 +329,38 @@ def _dx_flipped(dy2d, w, g: _Geometry, workspace) -> np.ndarray:
     """
     (dh, dwl), (pt, pl) = g.dilation, (g.pads[0][0], g.pads[1][0])
     eh, ew = dh * (g.fh - 1), dwl * (g.fw - 1)  # F_eff - 1
-    zh, zw = g.h + eh, g.wd + ew
-    top, left = eh - pt, ew - pl  # where dy[0, 0] lands in Z (negative: dy is cropped)
-    r0, c0 = max(top, 0), max(left, 0)
-    r1, c1 = min(top + g.ho, zh), min(left + g.wo, zw)
-    dy = dy2d.reshape(g.n, g.ho, g.wo, g.k)
+    dy = d.a.reshape(g.n, g.ho, g.wo, g.k)
+    relu_y = None if d.y is None else d.y.reshape(dy.shape)
     w_flip = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(g.taps * g.k, g.c)  # (FH·FW·K, C)
     dx = np.empty((g.n, g.h, g.wd, g.c), dy.dtype)
     dx2d = dx.reshape(-1, g.c)
     width = g.taps * g.k
-    step = _group(g.n, g.h * g.wd * width * dy.itemsize)
     z = dy
     for tile in tiles(g.n, g.h, g.wd * width * dy.itemsize, TILE_BYTES):
         n0, n1, t0, t1 = tile
-        if t0 == 0:  # every group writes the same region, so the zeros around it stay zeros
-            buf = _buffer(workspace, f"z{(zh, zw, r0, r1, c0, c1)}", (step, zh, zw, g.k), dy.dtype,
-                          zero=True)
-            z = buf[:n1 - n0]
-            if r1 > r0 and c1 > c0:
-                z[:, r0:r1, c0:c1, :] = dy[n0:n1, r0 - top:r1 - top, c0 - left:c1 - left, :]
+        if t0 == 0:  # a new group: dy shifted by F_eff - 1 - P, zeros around it
+            z = _scratch(workspace, "z", (n1 - n0, g.h + eh, g.wd + ew, g.k), dy.dtype)
+            _place(z, dy[n0:n1], eh - pt, ew - pl, None if relu_y is None else relu_y[n0:n1])
         cols = _scratch(workspace, "cols", ((n1 - n0) * (t1 - t0) * g.wd, width), dy.dtype)
         im2col(z[:, t0:], g.fh, g.fw, (1, 1), g.dilation, (t1 - t0, g.wd), out=cols)
         np.matmul(cols, w_flip, out=_rows(dx2d, tile, g.h, g.wd))
     return dx
 
 
-def _dx_col2im(dy2d, w, g: _Geometry, workspace) -> np.ndarray:
+def _dx_col2im(d: _Dy, w, g: _Geometry, workspace) -> np.ndarray:
     """dx for stride > 1: column gradients dy2d · w2dᵀ, added back window by window (col2im)."""
     (pt, _), (pl, _) = g.pads
-    hp, wp = g.padded_hw
     w2d_t = w.reshape(g.taps * g.c, g.k).T  # (K, FH·FW·C)
-    dx = np.empty((g.n, g.h, g.wd, g.c), dy2d.dtype)
+    dx = np.empty((g.n, g.h, g.wd, g.c), w.dtype)
     width = g.taps * g.c
-    step = _group(g.n, g.ho * g.wo * width * dy2d.itemsize)
     dxp = dx
-    for tile in tiles(g.n, g.ho, g.wo * width * dy2d.itemsize, TILE_BYTES):
+    for tile in tiles(g.n, g.ho, g.wo * width * w.itemsize, TILE_BYTES):
         n0, n1, r0, r1 = tile
         if r0 == 0:
-            dxp = _buffer(workspace, "dxpad", (step, hp, wp, g.c), dy2d.dtype, zero=False)[:n1 - n0]
+            dxp = _scratch(workspace, "dxpad", (n1 - n0, *g.padded_hw, g.c), w.dtype)
             dxp.fill(0)
-        dcols = _scratch(workspace, "dcols", ((n1 - n0) * (r1 - r0) * g.wo, width), dy2d.dtype)
-        np.matmul(_rows(dy2d, tile, g.ho, g.wo), w2d_t, out=dcols)
+        dcols = _scratch(workspace, "dcols", ((n1 - n0) * (r1 - r0) * g.wo, width), w.dtype)
+        np.matmul(d.rows(tile), w2d_t, out=dcols)
         # (nb, rows, W', FH, FW, C) -> per tap (FH, FW, nb, rows, W', C)
         per_tap = dcols.reshape(n1 - n0, r1 - r0, g.wo, g.fh, g.fw, g.c).transpose(3, 4, 0, 1, 2, 5)
         scatter_taps(dxp[:, r0 * g.stride[0]:], per_tap, (g.fh, g.fw), g.stride, (r1 - r0, g.wo), g.dilation)
@@ -342,15 +370,15 @@ def _dx_col2im(dy2d, w, g: _Geometry, workspace) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- batch-minor (CHWN)
-def _bm_tiles(xpc: np.ndarray, g: _Geometry, workspace: dict | None):
+def _bm_tiles(xpc: np.ndarray, g: _Geometry, workspace: dict | None, budget: int):
     """Yield ``((r0, r1), colsᵀ)``: the transposed column matrix (FH·FW·C, rows·W'·N) of output
     rows r0…r1-1, read from the padded (C, H, W, N) input, in a reused scratch matrix."""
     width = g.taps * g.c
-    for _, _, r0, r1 in tiles(1, g.ho, width * g.wo * g.n * xpc.itemsize, BM_TILE_BYTES):
+    # (FH, FW, C, H', W', N): rows in the (i, j, c) order of a (FH, FW, C, K) weight
+    view = taps_view(xpc, (g.fh, g.fw), g.stride, (g.ho, g.wo), g.dilation)
+    for _, _, r0, r1 in tiles(1, g.ho, width * g.wo * g.n * xpc.itemsize, budget):
         cols_t = _scratch(workspace, "cols_t", (width, (r1 - r0) * g.wo * g.n), xpc.dtype)
-        # (FH, FW, C, rows, W', N): rows in the (i, j, c) order of a (FH, FW, C, K) weight
-        cols_t.reshape(g.fh, g.fw, g.c, r1 - r0, g.wo, g.n)[...] = taps_view(
-            xpc[:, r0 * g.stride[0]:], (g.fh, g.fw), g.stride, (r1 - r0, g.wo), g.dilation)
+        cols_t.reshape(g.fh, g.fw, g.c, r1 - r0, g.wo, g.n)[...] = view[:, :, :, r0:r1]
         yield (r0, r1), cols_t
 
 
@@ -366,7 +394,7 @@ def _forward_bm(x, w, b, g: _Geometry, workspace, relu: bool):
     y2 = yc.reshape(g.k, -1)  # (K, H'·W'·N)
     span = g.wo * g.n
     b = None if b is None else b.astype(x.dtype, copy=False)[:, None]
-    for (r0, r1), cols_t in _bm_tiles(xpc, g, workspace):
+    for (r0, r1), cols_t in _bm_tiles(xpc, g, workspace, BM_TILE_BYTES):
         out = y2[:, r0 * span:r1 * span]
         np.matmul(w2d_t, cols_t, out=out)
         _finish(out, b, relu)
@@ -376,18 +404,26 @@ def _forward_bm(x, w, b, g: _Geometry, workspace, relu: bool):
 def _backward_bm(dy, xpc, w, g: _Geometry, need_dx, has_bias, workspace, relu_y):
     (pt, _), (pl, _) = g.pads
     dyc = to_batch_minor(dy).reshape(g.k, -1)  # (K, H'·W'·N)
-    if relu_y is not None:  # the ReLU's backward (y is batch-minor memory: a view, no copy)
-        dyc = np.multiply(dyc, to_batch_minor(relu_y).reshape(g.k, -1) > 0, dtype=dy.dtype)
-    db = dyc.sum(axis=1) if has_bias else None  # long contiguous rows
+    # the fused ReLU's mask, block by block (y is batch-minor memory: a view, no copy)
+    yc = None if relu_y is None else to_batch_minor(relu_y).reshape(g.k, -1)
+    db = np.zeros(g.k, dy.dtype) if has_bias else None
     w2d = w.reshape(g.taps * g.c, g.k)
-    dw2d = np.zeros(w2d.shape, dy.dtype)
+    dw2d = np.empty(w2d.shape, dy.dtype)
     part = _scratch(workspace, "dw_part", w2d.shape, dy.dtype)
     dxp = np.zeros((g.c, *g.padded_hw, g.n), dy.dtype) if need_dx else None
     span = g.wo * g.n
-    for (r0, r1), cols_t in _bm_tiles(xpc, g, workspace):
+    for (r0, r1), cols_t in _bm_tiles(xpc, g, workspace, BM_TILE_BYTES):
         block = dyc[:, r0 * span:r1 * span]  # (K, rows·W'·N)
-        np.matmul(cols_t, block.T, out=part)
-        dw2d += part
+        if yc is not None:
+            block = np.multiply(block, yc[:, r0 * span:r1 * span] > 0,
+                                out=_scratch(workspace, "dy_tile", block.shape, dy.dtype))
+        if has_bias:
+            db += block.sum(axis=1)  # long contiguous rows
+        if r0 == 0:
+            np.matmul(cols_t, block.T, out=dw2d)
+        else:
+            np.matmul(cols_t, block.T, out=part)
+            dw2d += part
         if need_dx:
             dcols = _scratch(workspace, "dcols_t", cols_t.shape, dy.dtype)
             np.matmul(w2d, block, out=dcols)  # (FH·FW·C, rows·W'·N)
