@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, type=Path, help="output folder (created)")
     p.add_argument("--scenes", type=int, default=1500, help="training scenes (default 1500)")
-    p.add_argument("--epochs", type=int, default=6, help="epochs on their windows (default 6)")
+    p.add_argument("--epochs", type=int, default=8, help="epochs on their windows (default 8)")
     p.add_argument("--mine-scenes", type=int, default=500,
                    help="new scenes searched for false alarms after training (default 500; 0: none)")
     p.add_argument("--mine-epochs", type=int, default=3, help="epochs after adding them (default 3)")

@@ -18,8 +18,8 @@ from cnnkit.data.shapes import SHAPE_CLASSES, Shape, coverage
 from cnnkit.detect.detector import (Detection, DetectionResult, Detector, auto_scales, nms, plan_pyramid,
                                     scale_image)
 from cnnkit.detect.evaluate import evaluate_detector, match
-from cnnkit.detect.scenes import (Scene, box_centres, box_extents, iou, make_scene, make_scenes, shape_with_box,
-                                  size_groups)
+from cnnkit.detect.scenes import (Scene, box_centres, box_extents, covered_fraction, iou, make_scene,
+                                  make_scenes, shape_with_box, size_groups)
 from cnnkit.detect.training import (IGNORE, Dihedral, detector_classes, detector_model, label_windows,
                                     train_detector)
 from cnnkit.errors import ShapeError, SpecError
@@ -64,8 +64,8 @@ def test_scene_boxes_are_the_drawn_shapes_tight_boxes():
             rows, cols = np.nonzero(cov > 0)                  # sharp tips cover little of a pixel
             assert cols.min() <= box[0] + 1 and cols.max() + 1 >= box[2] - 1
             assert rows.min() <= box[1] + 1 and rows.max() + 1 >= box[3] - 1
-        overlaps = iou(scene.boxes, scene.boxes) - np.eye(len(scene.boxes))
-        assert overlaps.max() <= 0.2 + 1e-12
+        covered = covered_fraction(scene.boxes, scene.boxes) - np.eye(len(scene.boxes))
+        assert covered.max() <= 0.35 + 1e-12          # no object more than about a third hidden
 
 
 def test_scenes_hold_three_sizes_and_touching_objects():

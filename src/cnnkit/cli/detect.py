@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 
+from ..detect.defaults import NMS_IOU, THRESHOLD
 from . import add_command
 
 
@@ -59,10 +60,11 @@ def register(sub) -> None:
     p.add_argument("--scales", type=parse_scales, default=None, metavar="auto|S1,S2,…",
                    help="pyramid scale factors (default auto: 1, 2^(-1/3), 2^(-2/3), … down to objects the size "
                         "of the image); 1 alone is a single-scale sliding window")
-    p.add_argument("--threshold", type=_fraction, default=0.5, metavar="X",
-                   help="smallest probability of a window's most probable class to count (default 0.5; 0: arg-max)")
-    p.add_argument("--nms-iou", type=_overlap, default=0.3, metavar="X",
-                   help="suppress candidates overlapping a better one with IoU >= X (default 0.3)")
+    p.add_argument("--threshold", type=_fraction, default=THRESHOLD, metavar="X",
+                   help=f"smallest probability of a window's most probable class to count (default {THRESHOLD}; "
+                        f"0: arg-max alone)")
+    p.add_argument("--nms-iou", type=_overlap, default=NMS_IOU, metavar="X",
+                   help=f"suppress candidates overlapping a better one with IoU >= X (default {NMS_IOU})")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     p.add_argument("--out", metavar="FILE.png", help="write the image with boxes and labels drawn")
     p.add_argument("--heatmap", metavar="FILE.png",
@@ -92,7 +94,8 @@ def run(args) -> int:
         save_png(draw_heatmap(image, det.objectness(result), result.detections), args.heatmap)
         written.append(args.heatmap)
     if args.format == "json":
-        print(json.dumps([d.to_dict() for d in result.detections], indent=2))
+        items = [json.dumps(d.to_dict()) for d in result.detections]        # one detection per line
+        print("[\n  " + ",\n  ".join(items) + "\n]" if items else "[]")
         return 0
     h, w = result.image_shape[:2]
     print(f"{args.image}: {len(result.detections)} object(s) in {h}×{w}, {len(result.levels)} scale(s) "

@@ -9,6 +9,8 @@
 * :mod:`~cnnkit.detect.evaluate`: precision and recall at IoU ≥ 0.5, time per image.
 * :mod:`~cnnkit.detect.draw`: boxes with labels, heat-map overlay.
 
+The names below are imported on first use (so that the command line stays quick to start).
+
 Example:
     >>> import cnnkit
     >>> det = cnnkit.Detector(cnnkit.load("detector.npz"))          # doctest: +SKIP
@@ -17,11 +19,29 @@ Example:
 
 from __future__ import annotations
 
-from .detector import BACKGROUND, Detection, DetectionResult, Detector, Level, auto_scales, detect, nms
-from .evaluate import DetectionScore, evaluate_detector, match
-from .scenes import Scene, iou, make_scene, make_scenes
-from .training import train_detector
+import importlib
+from typing import Any
 
-__all__ = ["Detector", "Detection", "DetectionResult", "Level", "detect", "nms", "auto_scales", "BACKGROUND",
-           "evaluate_detector", "match", "DetectionScore", "Scene", "make_scene", "make_scenes", "iou",
-           "train_detector"]
+_EXPORTS = {
+    "Detector": "detector", "Detection": "detector", "DetectionResult": "detector", "Level": "detector",
+    "detect": "detector", "nms": "detector", "auto_scales": "detector",
+    "evaluate_detector": "evaluate", "match": "evaluate", "DetectionScore": "evaluate",
+    "Scene": "scenes", "make_scene": "scenes", "make_scenes": "scenes", "iou": "scenes",
+    "train_detector": "training",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cnnkit.detect' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_EXPORTS))
+
+
+__all__ = list(_EXPORTS)

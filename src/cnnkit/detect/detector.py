@@ -39,12 +39,8 @@ import numpy as np
 from ..convert import ScoreMap, for_input, nearest_fitting_sizes, to_fully_convolutional, total_stride
 from ..errors import ImageError, ShapeError, SpecError
 from ..layers import Flatten
+from .defaults import BACKGROUND, BOX_FRACTION, NMS_IOU, PYRAMID_RATIO, THRESHOLD, VOTE_IOU
 from .scenes import iou
-
-BACKGROUND = "background"
-BOX_FRACTION = 0.3            # an object's extent (half its longer box side) / window side, at its scale
-PYRAMID_RATIO = 2 ** (1 / 3)  # between neighbouring scales: three per octave
-VOTE_IOU = 0.5                # candidates this close to a winner vote for its box
 
 
 @dataclass(frozen=True)
@@ -249,6 +245,7 @@ class Detector:
         self.class_names = names
         self.background = names.index(BACKGROUND) if BACKGROUND in names else None
         self._sized: dict[tuple[int, ...], Any] = {}
+        self._plans: dict[tuple[Any, ...], list[Level]] = {}
 
     # ------------------------------------------------------------------ pyramid and score maps
     def scales(self, image_hw: Sequence[int]) -> list[float]:
@@ -256,7 +253,12 @@ class Detector:
         return auto_scales(image_hw, min(self.window), self.ratio)
 
     def levels(self, image_shape: Sequence[int], scales: Sequence[float] | None = None) -> list[Level]:
-        return plan_pyramid(self.fcn, image_shape, scales or self.scales(image_shape[:2]), self.pad)
+        """The pyramid for an image of ``image_shape`` (:func:`plan_pyramid`), remembered per size."""
+        scales = tuple(float(s) for s in (scales or self.scales(image_shape[:2])))
+        key = (int(image_shape[0]), int(image_shape[1]), scales)
+        if key not in self._plans:
+            self._plans[key] = plan_pyramid(self.fcn, image_shape, scales, self.pad)
+        return list(self._plans[key])
 
     def _model_for(self, shape: tuple[int, int, int]):
         if shape not in self._sized:
@@ -304,8 +306,8 @@ class Detector:
         img = open_image(image) if not hasattr(image, "mode") else image
         return to_array(img, (img.size[1], img.size[0], self.channels), where=str(image))
 
-    def detect(self, image, scales: Sequence[float] | None = None, threshold: float = 0.5,
-               nms_iou: float = 0.3, vote_iou: float | None = VOTE_IOU) -> DetectionResult:
+    def detect(self, image, scales: Sequence[float] | None = None, threshold: float = THRESHOLD,
+               nms_iou: float = NMS_IOU, vote_iou: float | None = VOTE_IOU) -> DetectionResult:
         """Find objects in ``image`` (path, Pillow image or uint8 (H, W[, C]) array).
 
         Args:
@@ -328,11 +330,20 @@ class Detector:
         img = self.prepare(image)
         levels = self.levels(img.shape, scales)
         probs, maps = [], []
-        boxes, scores, labels, level_of = [], [], [], []
-        for k, level in enumerate(levels):
+        for level in levels:
             p, sm = self.probabilities(scale_image(img, level))
             probs.append(p)
             maps.append(sm)
+        detections, n_cand = self.decide(img.shape, levels, probs, threshold, nms_iou, vote_iou)
+        return DetectionResult(detections, levels, probs, maps, time.perf_counter() - t0, n_cand, img.shape)
+
+    def decide(self, image_shape: Sequence[int], levels: Sequence[Level], probs: Sequence[np.ndarray],
+               threshold: float = THRESHOLD, nms_iou: float = NMS_IOU, vote_iou: float | None = VOTE_IOU
+               ) -> tuple[list[Detection], int]:
+        """Threshold the per-level probabilities, map the candidates' boxes back to the image and
+        suppress the overlapping ones; returns the detections (best first) and the candidate count."""
+        boxes, scores, labels, level_of = [], [], [], []
+        for k, (level, p) in enumerate(zip(levels, probs)):
             best = p.argmax(axis=-1)                                   # (rows, cols)
             top = p.max(axis=-1)
             mask = top >= threshold
@@ -340,23 +351,21 @@ class Detector:
                 mask &= best != self.background
             if not mask.any():
                 continue
-            cb = self.cell_boxes(level, *p.shape[:2])
-            boxes.append(cb[mask])
+            boxes.append(self.cell_boxes(level, *p.shape[:2])[mask])
             scores.append(top[mask])
             labels.append(best[mask])
             level_of.append(np.full(int(mask.sum()), k))
+        if not boxes:
+            return [], 0
+        b, s, lab, lev = (np.concatenate(a) for a in (boxes, scores, labels, level_of))
+        keep, voted = nms(b, s, nms_iou, vote_iou)
+        h, w = int(image_shape[0]), int(image_shape[1])
         detections = []
-        n_cand = 0
-        if boxes:
-            b, s, lab, lev = (np.concatenate(a) for a in (boxes, scores, labels, level_of))
-            n_cand = len(s)
-            keep, voted = nms(b, s, nms_iou, vote_iou)
-            h, w = img.shape[:2]
-            for i, box in zip(keep, voted):
-                x0, y0, x1, y1 = np.clip(box, 0, [w, h, w, h])
-                detections.append(Detection(self.class_names[lab[i]], float(s[i]), (x0, y0, x1, y1),
-                                            int(lab[i]), levels[lev[i]].scale))
-        return DetectionResult(detections, levels, probs, maps, time.perf_counter() - t0, n_cand, img.shape)
+        for i, box in zip(keep, voted):
+            x0, y0, x1, y1 = (float(v) for v in np.clip(box, 0, [w, h, w, h]))
+            detections.append(Detection(self.class_names[lab[i]], float(s[i]), (x0, y0, x1, y1),
+                                        int(lab[i]), levels[lev[i]].scale))
+        return detections, len(s)
 
     def objectness(self, result: DetectionResult) -> np.ndarray:
         """A heat map (H, W) in [0, 1]: at each pixel, the highest probability over the scales that
@@ -375,8 +384,8 @@ class Detector:
         return heat
 
 
-def detect(model, image, scales: Sequence[float] | None = None, threshold: float = 0.5,
-           nms_iou: float = 0.3) -> list[Detection]:
+def detect(model, image, scales: Sequence[float] | None = None, threshold: float = THRESHOLD,
+           nms_iou: float = NMS_IOU) -> list[Detection]:
     """Objects in ``image`` found by ``model`` (a classifier with a ``background`` class); see
     :class:`Detector`.
 
@@ -388,4 +397,4 @@ def detect(model, image, scales: Sequence[float] | None = None, threshold: float
 
 
 __all__ = ["Detector", "Detection", "DetectionResult", "Level", "detect", "nms", "auto_scales", "plan_pyramid",
-           "scale_image", "softmax", "BACKGROUND", "BOX_FRACTION", "PYRAMID_RATIO"]
+           "scale_image", "softmax", "BACKGROUND", "BOX_FRACTION", "PYRAMID_RATIO", "THRESHOLD", "NMS_IOU"]

@@ -18,10 +18,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .detector import Detection, Detector
+from .detector import NMS_IOU, THRESHOLD, Detection, Detector
 from .scenes import Scene, iou
 
 EVAL_SEED = 120_001           # evaluation scenes; never used for training (TRAIN_SCENE_SEED = 120_000)
+TUNE_SEED = 120_003           # scenes for choosing the threshold and suppression overlap
 EVAL_SCENES = 100
 
 
@@ -105,7 +106,7 @@ def size_group(extent: float, scene_size: int) -> str:
 
 
 def evaluate_detector(det: Detector, scenes: Sequence[Scene], scales: Sequence[float] | None = None,
-                      threshold: float = 0.5, nms_iou: float = 0.3, iou_threshold: float = 0.5,
+                      threshold: float = THRESHOLD, nms_iou: float = NMS_IOU, iou_threshold: float = 0.5,
                       progress: bool = False) -> DetectionScore:
     """Run ``det`` on every scene and score it (see the module docstring). Times are the wall
     time of :meth:`Detector.detect` per image (pyramid, passes, suppression)."""
@@ -136,4 +137,23 @@ def evaluate_detector(det: Detector, scenes: Sequence[Scene], scales: Sequence[f
     return score
 
 
-__all__ = ["evaluate_detector", "match", "DetectionScore", "size_group", "EVAL_SEED", "EVAL_SCENES"]
+def sweep(det: Detector, scenes: Sequence[Scene], thresholds: Sequence[float], nms_ious: Sequence[float],
+          scales: Sequence[float] | None = None, iou_threshold: float = 0.5) -> list[dict[str, float]]:
+    """Precision and recall for every (threshold, nms_iou) pair: the score maps are computed once
+    per scene and only the decision is repeated. For choosing the defaults on scenes other than
+    the evaluation scenes."""
+    scored = [(scene, det.detect(scene.image, scales)) for scene in scenes]
+    rows = []
+    for threshold in thresholds:
+        for nms_iou in nms_ious:
+            tp = n_det = n_obj = 0
+            for scene, r in scored:
+                dets, _ = det.decide(scene.image.shape, r.levels, r.probabilities, threshold, nms_iou)
+                hit, found = match(dets, scene.boxes, [scene.class_names[k] for k in scene.labels], iou_threshold)
+                tp, n_det, n_obj = tp + int(hit.sum()), n_det + len(hit), n_obj + len(found)
+            rows.append({"threshold": threshold, "nms_iou": nms_iou, "precision": tp / n_det if n_det else 0.0,
+                         "recall": tp / n_obj if n_obj else 0.0})
+    return rows
+
+
+__all__ = ["evaluate_detector", "sweep", "match", "DetectionScore", "size_group", "EVAL_SEED", "EVAL_SCENES", "TUNE_SEED"]

@@ -7,7 +7,8 @@ the six ``shapes`` classes. Object sizes come from three size groups (small, med
 the range from :data:`MIN_EXTENT` to :data:`MAX_EXTENT_FRACTION`·S split evenly on a log scale),
 taken in turn, so every scene of three or more objects holds all three sizes. About a third of
 the objects are placed against an earlier one, so that they touch or the later one hides part of
-the earlier; the rest are placed apart.
+the earlier (at most :data:`MAX_COVERED` of either box lies under the other); the rest are placed
+apart.
 
 Ground truth: each object's tight bounding box ``[x0, y0, x1, y1]`` in pixels (``Shape.box()``,
 the full shape even where something covers part of it) and its class index into
@@ -42,7 +43,7 @@ MIN_EXTENT = 8.5              # smallest object extent (half the longer box side
 MAX_EXTENT_FRACTION = 0.18    # largest extent, as a fraction of the scene size
 SIZE_GROUPS = 3               # small, medium, large
 TOUCH_PROBABILITY = 0.35      # chance that an object is placed against an earlier one
-MAX_BOX_IOU = 0.2             # no two objects' boxes overlap more than this
+MAX_COVERED = 0.35            # no object's box is covered more than this fraction by another's
 OBJECT_CONTRAST = 0.3         # RGB distance between the colours of objects that touch
 
 
@@ -103,6 +104,21 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
     union = area_a + area_b - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def covered_fraction(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For every pair, the intersection of the two boxes as a fraction of the smaller box's area
+    (how much of the smaller one the other can hide): (n, 4), (m, 4) → (n, m).
+
+    >>> float(covered_fraction(np.array([[0, 0, 10, 10]]), np.array([[8, 0, 12, 4]]))[0, 0])  # 8 / 16
+    0.5
+    """
+    a = np.asarray(a, np.float64).reshape(-1, 4)[:, None, :]
+    b = np.asarray(b, np.float64).reshape(-1, 4)[None, :, :]
+    w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    smaller = np.minimum((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]), (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]))
+    return np.where(smaller > 0, w * h / np.where(smaller > 0, smaller, 1), 0.0)
 
 
 def size_groups(scene_size: int) -> list[tuple[float, float]]:
@@ -224,10 +240,10 @@ def make_scene(size: int, rng: np.random.Generator, objects: int | None = None) 
             if box[0] < 1 or box[1] < 1 or box[2] > size - 1 or box[3] > size - 1:
                 continue
             if boxes:
-                overlap = iou(np.array([box]), np.array(boxes))[0]
+                covered = covered_fraction(np.array([box]), np.array(boxes))[0]
                 dist = np.linalg.norm(box_centres(np.array(boxes)) - np.array(centre), axis=1)
                 reach_all = box_extents(np.array(boxes)) + extent
-                if overlap.max() > MAX_BOX_IOU or (dist < 0.7 * reach_all).any():
+                if covered.max() > MAX_COVERED or (dist < 0.7 * reach_all).any():
                     continue
                 if not touch and (dist < reach_all + 2).any():
                     continue
@@ -261,5 +277,5 @@ def make_scenes(n: int, seed: int, sizes: Sequence[int] = SCENE_SIZES) -> list[S
     return [make_scene(sizes[i % len(sizes)], np.random.default_rng([int(seed), i])) for i in range(n)]
 
 
-__all__ = ["Scene", "make_scene", "make_scenes", "iou", "box_extents", "box_centres", "size_groups",
+__all__ = ["Scene", "make_scene", "make_scenes", "iou", "covered_fraction", "box_extents", "box_centres", "size_groups",
            "shape_with_box", "draw_bar", "draw_dot", "SCENE_SIZES", "MIN_EXTENT"]

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..data.shapes import SHAPE_CLASSES
 from ..errors import UserInputError
-from .detector import BACKGROUND, BOX_FRACTION, PYRAMID_RATIO, Detector, Level, scale_image
+from .detector import BACKGROUND, Detector, Level, scale_image
 from .scenes import Scene, box_centres, box_extents, make_scenes
 
 TRAIN_SCENE_SEED = 120_000    # training scenes (evaluation uses EVAL_SEED in evaluate.py)
