@@ -1,9 +1,10 @@
 """conv2d kernels: equal to the loop oracle, right in both dtypes, thread-safe, workspace-safe.
 
-The kernel has two memory layouts (NHWC, and batch-minor CHWN for small channel counts) and works
-in tiles of about ``TILE_BYTES`` of scratch (several images, one image, or a block of output rows
-of one image). The ``path`` fixture runs a test under each combination, forcing the layout through
-``SMALL_CHANNELS`` and the tiling through a tiny ``TILE_BYTES``.
+The kernel has two memory layouts (NHWC, and batch-minor CHWN for small channel counts), NHWC
+windows read from NHWC memory or (few input channels) from a channel-major copy, and works in tiles
+of about ``TILE_BYTES`` of scratch (several images, one image, or a block of output rows of one
+image). The ``path`` fixture runs a test under each combination, forcing the layout through
+``SMALL_CHANNELS``/``CHANNEL_MAJOR_CHANNELS`` and the tiling through a tiny ``TILE_BYTES``.
 """
 
 from __future__ import annotations
@@ -21,16 +22,19 @@ from cnnkit.kernels import conv as conv_module
 from cnnkit.kernels.conv import conv2d_backward, conv2d_forward, im2col
 from cnnkit.kernels.layout import from_batch_minor, is_batch_minor
 
-PATHS = {  # name -> (SMALL_CHANNELS, TILE_BYTES)
-    "nhwc": (0, 1 << 20), "nhwc-row-tiles": (0, 64), "nhwc-image-tiles": (0, 2000),
-    "batch-minor": (1 << 10, 1 << 20), "batch-minor-row-tiles": (1 << 10, 64),
+PATHS = {  # name -> (SMALL_CHANNELS, CHANNEL_MAJOR_CHANNELS, TILE_BYTES)
+    "nhwc": (0, 0, 1 << 20), "nhwc-row-tiles": (0, 0, 64), "nhwc-image-tiles": (0, 0, 2000),
+    "channel-major": (0, 1 << 10, 1 << 20), "channel-major-row-tiles": (0, 1 << 10, 64),
+    "channel-major-image-tiles": (0, 1 << 10, 2000),
+    "batch-minor": (1 << 10, 0, 1 << 20), "batch-minor-row-tiles": (1 << 10, 0, 64),
 }
 
 
 @pytest.fixture(params=list(PATHS))
 def path(request, monkeypatch):
-    small, tile = PATHS[request.param]
+    small, channel_major, tile = PATHS[request.param]
     monkeypatch.setattr(conv_module, "SMALL_CHANNELS", small)
+    monkeypatch.setattr(conv_module, "CHANNEL_MAJOR_CHANNELS", channel_major)
     monkeypatch.setattr(conv_module, "TILE_BYTES", tile)
     monkeypatch.setattr(conv_module, "BM_TILE_BYTES", tile)
     return request.param

@@ -49,6 +49,8 @@ from typing import Any
 
 import numpy as np
 
+from numpy.lib.stride_tricks import as_strided
+
 from .layout import SMALL_CHANNELS, from_batch_minor, scatter_taps, taps_view, tiles, to_batch_minor
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -59,6 +61,9 @@ Pads = tuple[tuple[int, int], tuple[int, int]]
 # on 1–1.5 MiB ones.
 TILE_BYTES = 3 << 19
 BM_TILE_BYTES = 1 << 19
+# NHWC convs with at most this many input channels read their windows from a channel-major copy
+# (CIFAR-net's conv1 on RGB: forward 1.3×, weight gradient 1.75× faster than NHWC windows).
+CHANNEL_MAJOR_CHANNELS = 4
 
 
 @dataclass(frozen=True)
@@ -227,7 +232,11 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, *, workspace: d
 # --------------------------------------------------------------------------- NHWC
 def _nhwc_tiles(x: np.ndarray, g: _Geometry, workspace: dict | None):
     """Yield ``((n0, n1, r0, r1), cols)``: the column matrix of images n0…n1-1, output rows r0…r1-1,
-    in a reused scratch matrix (valid until the next item)."""
+    in a reused scratch matrix (valid until the next item). ``x`` is NHWC, or for few channels the
+    padded channel-major copy made by :func:`_channel_major`."""
+    if not _nhwc_input(g):
+        yield from _channel_major_tiles(x, g, workspace)
+        return
     width = g.taps * g.c
     pt, pl = g.pads[0][0], g.pads[1][0]
     src = x
@@ -256,8 +265,38 @@ def _finish(out: np.ndarray, b, relu: bool) -> None:
         np.maximum(out, out.dtype.type(0), out=out)
 
 
+def _nhwc_input(g: _Geometry) -> bool:
+    """Columns straight from NHWC memory, or (C ≤ :data:`CHANNEL_MAJOR_CHANNELS`, e.g. RGB input)
+    from a padded (C, N, H, W) copy, whose windows are runs of W' values instead of FW·C."""
+    return g.c > CHANNEL_MAJOR_CHANNELS or g.pointwise
+
+
+def _channel_major(x: np.ndarray, g: _Geometry) -> np.ndarray:
+    """The padded (C, N, H + top + bottom, W + left + right) copy of ``x`` (cached for backward)."""
+    (pt, _), (pl, _) = g.pads
+    xq = np.zeros((g.c, g.n, *g.padded_hw), x.dtype)
+    xq[:, :, pt:pt + g.h, pl:pl + g.wd] = x.transpose(3, 0, 1, 2)
+    return xq
+
+
+def _channel_major_tiles(xq: np.ndarray, g: _Geometry, workspace: dict | None):
+    """As :func:`_nhwc_tiles`, from the channel-major copy: colsᵀ (FH·FW·C, rows) made with runs of
+    W' values, yielded as its transpose (an F-ordered matrix that BLAS reads as it is)."""
+    width = g.taps * g.c
+    s_c, s_n, s_h, s_w = xq.strides
+    (sh, sw), (dh, dwl) = g.stride, g.dilation
+    for tile in tiles(g.n, g.ho, g.wo * width * xq.itemsize, TILE_BYTES):
+        n0, n1, r0, r1 = tile
+        cols_t = _scratch(workspace, "cols", (width, (n1 - n0) * (r1 - r0) * g.wo), xq.dtype)
+        # (FH, FW, C, images, rows, W'): rows of colsᵀ in the (i, j, c) order of the weight
+        windows = as_strided(xq[:, n0:, r0 * sh:], shape=(g.fh, g.fw, g.c, n1 - n0, r1 - r0, g.wo),
+                             strides=(s_h * dh, s_w * dwl, s_c, s_n, s_h * sh, s_w * sw), writeable=False)
+        cols_t.reshape(windows.shape)[...] = windows
+        yield tile, cols_t.T
+
+
 def _forward_nhwc(x, w, b, g: _Geometry, workspace, relu: bool):
-    x = np.ascontiguousarray(x)  # NHWC memory (one copy only for a batch-minor input)
+    x = _channel_major(x, g) if not _nhwc_input(g) else np.ascontiguousarray(x)  # (one copy at most)
     w2d = w.reshape(g.taps * g.c, g.k)  # (FH·FW·C, K)
     y = np.empty((g.n, g.ho, g.wo, g.k), x.dtype)
     y2d = y.reshape(-1, g.k)  # (N·H'·W', K)
