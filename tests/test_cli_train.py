@@ -281,7 +281,7 @@ def test_each_dataset_has_its_recipe_and_flags_override_it():
 
     s = settings()
     assert (s["model"], s["dataset"], s["epochs"], s["batch_size"], s["optimizer"], s["lr"], s["schedule"],
-            s["augment"]) == ("shapes-net", "shapes", 8, 64, "adam", 0.003, "cosine", "crop=2,flip")
+            s["augment"]) == ("shapes-net", "shapes", 10, 64, "adam", 0.003, "cosine", "crop=2,flip")
     assert settings(optimizer="sgd")["lr"] is None  # the recipe's rate belongs to its optimiser
     assert settings(epochs=3, lr=0.1)["epochs"] == 3 and settings(lr=0.1)["lr"] == 0.1
     assert settings(dataset="mnist")["model"] == "lenet5" and settings(dataset="MNIST")["augment"] == "crop=2"

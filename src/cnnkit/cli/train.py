@@ -19,7 +19,7 @@ from . import add_command
 DEFAULTS = {"model": "shapes-net", "dataset": "shapes", "epochs": 10, "batch_size": 64, "optimizer": "adam",
             "lr": None, "schedule": "cosine", "augment": "none", "seed": 0, "data_dir": None, "cache_dir": None}
 RECIPES = {
-    "shapes": {"model": "shapes-net", "epochs": 8, "batch_size": 64, "lr": 0.003, "augment": "crop=2,flip"},
+    "shapes": {"model": "shapes-net", "epochs": 10, "batch_size": 64, "lr": 0.003, "augment": "crop=2,flip"},
     "mnist": {"model": "lenet5", "epochs": 10, "batch_size": 128, "lr": 0.002, "augment": "crop=2"},
     "fashion-mnist": {"model": "lenet5", "epochs": 10, "batch_size": 128, "lr": 0.002, "augment": "crop=2"},
     "cifar10": {"model": "cifar-net", "epochs": 10, "batch_size": 64, "augment": "crop=4,flip"},
