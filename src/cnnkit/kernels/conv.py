@@ -128,24 +128,44 @@ def _scratch(workspace: dict | None, key: str, shape: tuple[int, ...], dtype) ->
     return buf[:size].reshape(shape)
 
 
-def _place(dst: np.ndarray, src: np.ndarray, top: int, left: int, mask: np.ndarray | None = None) -> None:
-    """``dst`` (n, H, W, C) = zeros with ``src`` (n, h, w, C) at rows ``top``…, cols ``left``…
-    (cropped where it falls outside); with ``mask``, ``src``·[mask > 0] (a fused ReLU's backward)."""
+def _placed(workspace: dict | None, key: str, src: np.ndarray, shape: tuple[int, ...], top: int, left: int,
+            mask: np.ndarray | None = None) -> np.ndarray:
+    """A scratch array of ``shape`` (n, H, W, C): zeros with ``src`` (n, h, w, C) at rows ``top``…,
+    cols ``left``… (cropped where it falls outside); with ``mask``, ``src``·[mask > 0] (a fused
+    ReLU's backward). The zeros are written only when the buffer last held another placement."""
+    dst = _scratch(workspace, key, shape, src.dtype)
     hh, ww = dst.shape[1:3]
     r0, c0 = max(top, 0), max(left, 0)
     r1, c1 = min(top + src.shape[1], hh), min(left + src.shape[2], ww)
     if r1 <= r0 or c1 <= c0:
         dst.fill(0)
-        return
-    dst[:, :r0].fill(0)
-    dst[:, r1:].fill(0)
-    dst[:, r0:r1, :c0].fill(0)
-    dst[:, r0:r1, c1:].fill(0)
+        return dst
+    store = workspace.get("shared", workspace) if workspace is not None else None
+    tag = (shape, r0, r1, c0, c1, dst.__array_interface__["data"][0])
+    if store is None or store.get(key + "#zeros") != tag:
+        dst[:, :r0].fill(0)
+        dst[:, r1:].fill(0)
+        dst[:, r0:r1, :c0].fill(0)
+        dst[:, r0:r1, c1:].fill(0)
+        if store is not None:
+            store[key + "#zeros"] = tag
     inner = (slice(None), slice(r0 - top, r1 - top), slice(c0 - left, c1 - left))
     if mask is None:
         dst[:, r0:r1, c0:c1] = src[inner]
     else:
         np.multiply(src[inner], mask[inner] > 0, out=dst[:, r0:r1, c0:c1])
+    return dst
+
+
+def _ones(workspace: dict | None, n: int, dtype) -> np.ndarray:
+    """A vector of n ones (kept in the workspace: written once)."""
+    store = workspace.get("shared", workspace) if workspace is not None else None
+    ones = store.get("ones") if store is not None else None
+    if ones is None or ones.size < n or ones.dtype != dtype:
+        ones = np.ones(n, dtype)
+        if store is not None:
+            store["ones"] = ones
+    return ones[:n]
 
 
 def _out_size(padded: int, f_eff: int, stride: int) -> int:
@@ -242,8 +262,7 @@ def _nhwc_tiles(x: np.ndarray, g: _Geometry, workspace: dict | None):
     src = x
     for n0, n1, r0, r1 in tiles(g.n, g.ho, g.wo * width * x.itemsize, TILE_BYTES):
         if r0 == 0 and g.padded:  # a new group of images, with its zero border
-            src = _scratch(workspace, "xpad", (n1 - n0, *g.padded_hw, g.c), x.dtype)
-            _place(src, x[n0:n1], pt, pl)
+            src = _placed(workspace, "xpad", x[n0:n1], (n1 - n0, *g.padded_hw, g.c), pt, pl)
         elif not g.padded:
             src = x[n0:n1]
         cols = _scratch(workspace, "cols", ((n1 - n0) * (r1 - r0) * g.wo, width), x.dtype)
@@ -351,7 +370,7 @@ def _backward_nhwc(dy, x, w, g: _Geometry, need_dx, has_bias, workspace, relu_y)
             np.matmul(cols.T, dyt, out=part)
             dw2d += part
         if has_bias:
-            db += dyt.sum(axis=0)
+            db += _ones(workspace, len(dyt), dyt.dtype) @ dyt  # 1ᵀ·dy through BLAS, not a narrow sum
     dx = None
     if need_dx:
         dx = _dx_flipped(d, w, g, workspace) if g.stride == (1, 1) else _dx_col2im(d, w, g, workspace)
@@ -378,8 +397,8 @@ def _dx_flipped(d: _Dy, w, g: _Geometry, workspace) -> np.ndarray:
     for tile in tiles(g.n, g.h, g.wd * width * dy.itemsize, TILE_BYTES):
         n0, n1, t0, t1 = tile
         if t0 == 0:  # a new group: dy shifted by F_eff - 1 - P, zeros around it
-            z = _scratch(workspace, "z", (n1 - n0, g.h + eh, g.wd + ew, g.k), dy.dtype)
-            _place(z, dy[n0:n1], eh - pt, ew - pl, None if relu_y is None else relu_y[n0:n1])
+            z = _placed(workspace, "z", dy[n0:n1], (n1 - n0, g.h + eh, g.wd + ew, g.k), eh - pt, ew - pl,
+                        None if relu_y is None else relu_y[n0:n1])
         cols = _scratch(workspace, "cols", ((n1 - n0) * (t1 - t0) * g.wd, width), dy.dtype)
         im2col(z[:, t0:], g.fh, g.fw, (1, 1), g.dilation, (t1 - t0, g.wd), out=cols)
         np.matmul(cols, w_flip, out=_rows(dx2d, tile, g.h, g.wd))
