@@ -7,7 +7,6 @@ run.json and report.html; its path is the last line on stdout (scripts: tail -n 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import time
 from pathlib import Path
@@ -210,16 +209,14 @@ def run(args) -> int:
 
     write_metrics()
     status = 0
-    # TODO(lead): make the report unconditional once cnnkit.report (issue: report.html) lands.
-    if importlib.util.find_spec("cnnkit.report") is not None:
-        from ..report import write_report
+    from ..report import write_report
 
-        try:
-            write_report(out, model=model, test=test_ds)
-        except Exception as e:  # the run itself is saved; say what failed, exit 1
-            warn(f"cnnkit train: the run is saved in {out}, but report.html failed: {type(e).__name__}: {e}")
-            status = 1
-        write_metrics()  # total_seconds includes the report
+    try:
+        write_report(out, model=model, test=test_ds)
+    except Exception as e:  # the run itself is saved; say what failed, exit 1
+        warn(f"cnnkit train: the run is saved in {out}, but report.html failed: {type(e).__name__}: {e}")
+        status = 1
+    write_metrics()  # total_seconds includes the report
     if not args.quiet:
         print(f"test accuracy {100 * test_acc:.2f}% (loss {test_loss:.4f}); {len(history)} epoch{'s' if len(history) != 1 else ''} trained in "
               f"{history.train_seconds:.1f} s; {time.perf_counter() - t_start:.1f} s in all")
