@@ -37,6 +37,7 @@ def path(request, monkeypatch):
     monkeypatch.setattr(conv_module, "CHANNEL_MAJOR_CHANNELS", channel_major)
     monkeypatch.setattr(conv_module, "TILE_BYTES", tile)
     monkeypatch.setattr(conv_module, "BM_TILE_BYTES", tile)
+    monkeypatch.setattr(conv_module, "BM_DX_TILE_BYTES", tile)
     return request.param
 
 

@@ -226,6 +226,7 @@ def test_builtin_models_agree_with_pytorch_end_to_end(name, batch, dtype, thread
     from cnnkit import parallel
 
     monkeypatch.setattr(parallel, "MIN_SHARD", 1)
+    monkeypatch.setattr(parallel, "MIN_SHARD_MACS", 0)
     monkeypatch.setattr(parallel, "_threads", threads)
     model = resolve_model(name, dtype=dtype, seed=3)
     for p in model.parameters():  # nonzero biases, so that their gradients are compared too

@@ -25,6 +25,7 @@ BOUND = {np.float32: 2e-5, np.float64: 1e-12}
 @pytest.fixture(autouse=True)
 def small_shards(monkeypatch):
     monkeypatch.setattr(parallel, "MIN_SHARD", 1)  # shard even the small test batches
+    monkeypatch.setattr(parallel, "MIN_SHARD_MACS", 0)
 
 
 def _rel(a, b) -> float:
@@ -168,8 +169,15 @@ def test_backward_checks(rng):
         model.backward(np.ones((3, 10), np.float32))
 
 
-def test_thread_settings():
+def test_thread_settings(monkeypatch):
     assert parallel.shard_bounds(10, 3) == [(0, 3), (3, 6), (6, 10)]
+    monkeypatch.setattr(parallel, "MIN_SHARD_MACS", 100)
+    monkeypatch.setattr(parallel, "MIN_SHARD", 2)
+    with parallel.threads(4):
+        assert len(parallel.shard_bounds(64, macs_per_image=4)) == 2  # 256 MACs: two shards of 100+
+        assert len(parallel.shard_bounds(64, macs_per_image=100)) == 4  # capped by the threads
+        assert len(parallel.shard_bounds(5, macs_per_image=100)) == 2  # capped by MIN_SHARD images
+        assert len(parallel.shard_bounds(64, macs_per_image=1)) == 1
     with parallel.threads(3):
         assert parallel.get_threads() == 3
     with pytest.raises(ValueError, match="n must be a positive integer or None"):

@@ -25,7 +25,7 @@ methods were replaced on the instance (``cnnkit profile`` clocks each layer that
 the unfused chain).
 
 Shard boundaries depend only on the batch size and the thread count, never on timing, so results
-are reproducible run to run. With one shard (one thread, or a batch under ``2·MIN_SHARD``) the
+are reproducible run to run. With one shard (one thread, or a batch too small to pay) the
 arithmetic is that of the layers' own ``forward``/``backward``; with several, gradients differ from
 it only by the order of floating-point sums (bounds in ``tests/test_parallel.py``).
 
@@ -56,7 +56,12 @@ from .layers.dropout import Dropout
 from .layers.norm import BatchNorm2d
 from .layers.pool import MaxPool2d
 
-MIN_SHARD = 16  # images per shard at least: smaller shards cost more in Python than they save
+MIN_SHARD = 4  # images per shard at least
+# Multiply-accumulates per shard at least. Small shards are bound by the Python work between NumPy
+# calls, which holds the GIL, so two threads then run no faster than one: LeNet-5 training at batch
+# 64 ran at 0.92x in two shards of 32 (40 M MACs each) and 1.37x at batch 256 (160 M each);
+# LeNet-5 inference at batch 256 1.34x (53 M each), CIFAR-net 1.55x (quiet 2-core machine).
+MIN_SHARD_MACS = 50_000_000
 MAX_THREADS = 8
 
 _threads: int | None = None  # None: the CPUs this process may run on (at most MAX_THREADS)
@@ -94,11 +99,23 @@ def threads(n: int | None) -> Iterator[None]:
         set_threads(previous)
 
 
-def shard_bounds(batch: int, count: int | None = None) -> list[tuple[int, int]]:
-    """``[(lo, hi), …]``: the rows of each shard, sizes differing by at most one."""
+def shard_bounds(batch: int, count: int | None = None, macs_per_image: float = 0.0) -> list[tuple[int, int]]:
+    """``[(lo, hi), …]``: the rows of each shard, sizes differing by at most one. Without ``count``:
+    as many shards as threads, each of at least MIN_SHARD images and MIN_SHARD_MACS of work."""
     if count is None:
-        count = max(1, min(get_threads(), batch // MIN_SHARD))
+        by_work = batch * macs_per_image // MIN_SHARD_MACS if MIN_SHARD_MACS else batch
+        count = int(max(1, min(get_threads(), batch // MIN_SHARD, by_work)))
     return [(batch * i // count, batch * (i + 1) // count) for i in range(count)]
+
+
+def _macs_per_image(model, training: bool) -> float:
+    """Work per image: forward MACs, times 3 for a training step (forward, dW, dX)."""
+    cache = model.__dict__.setdefault("_macs_cache", {})
+    key = tuple(id(layer) for layer in model.layers)
+    if key not in cache:
+        cache.clear()
+        cache[key] = float(sum(layer.macs(shape) for layer, shape, _ in model.shapes()))
+    return cache[key] * (3 if training else 1)
 
 
 # ----------------------------------------------------------------------------- workers
@@ -312,7 +329,7 @@ def _workspaces(model, shard: int, kind: str) -> list[dict | None]:
 def forward(model, x: np.ndarray) -> tuple[np.ndarray, Step]:
     """The model's output for ``x`` (prepared: built, right dtype) and the :class:`Step` for
     :func:`backward`, shard by shard."""
-    bounds = shard_bounds(len(x))
+    bounds = shard_bounds(len(x), macs_per_image=_macs_per_image(model, True))
     masks = _dropout_masks(model, len(x))
     gens = [_forward_shard(model, s, x[lo:hi], {i: m[lo:hi] for i, m in masks.items()}, len(x))
             for s, (lo, hi) in enumerate(bounds)]
@@ -442,7 +459,8 @@ def infer(model, x: np.ndarray, batch_size: int) -> np.ndarray:
     y = np.empty((len(x), *out_shape), model.dtype)
     if len(x) == 0:
         return y
-    bounds = shard_bounds(len(x), max(1, min(get_threads(), len(x) // MIN_SHARD, batch_size)))
+    bounds = shard_bounds(min(len(x), batch_size), macs_per_image=_macs_per_image(model, False))
+    bounds = shard_bounds(len(x), len(bounds))
     per_shard = max(1, batch_size // len(bounds))
 
     ops = plan(model.layers)
