@@ -136,7 +136,7 @@ def _validate(model, ds, loss: str, batch_size: int = 256) -> tuple[float, float
     model.eval()
     try:
         for x, y in _loader(ds, batch_size, shuffle=False, preprocessing=model.preprocessing):
-            logits, _ = model.forward_cached(x)
+            logits = model.logits(x, batch_size=len(x))  # the inference path of predict (threads, fusion)
             batch_loss, _ = loss_fn(logits, y)
             total += batch_loss * len(y)
             correct += int((logits.argmax(axis=1) == y).sum())
