@@ -192,6 +192,15 @@ def test_a_non_empty_out_is_refused_and_left_alone(capsys, folder, tmp_path):
     assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "precious"
 
 
+def test_bad_arguments_leave_no_out_folder_behind(capsys, folder, tmp_path):
+    out = tmp_path / "new-run"
+    code, _, err = train(capsys, "--dataset", folder, "--model", "nosuchmodel", "--out", str(out), "--quiet")
+    assert code == 2 and "unknown model 'nosuchmodel'" in err
+    code, _, err = train(capsys, *base(folder, out, "--augment", "rotate"))
+    assert code == 2
+    assert not out.exists()
+
+
 def test_overwrite_replaces_the_run_files_only(capsys, folder, tmp_path):
     out = tmp_path / "run"
     assert train(capsys, *base(folder, out))[0] == 0

@@ -86,12 +86,15 @@ def clean_temporaries(run_dir: str | os.PathLike) -> list[Path]:
     return clean_stray_temporaries(run_dir)
 
 
-def prepare_out_dir(out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False) -> Path:
+def prepare_out_dir(out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
+                    create: bool = True) -> Path:
     """Check and create an explicit ``--out`` folder.
 
     A folder that exists and is not empty is refused unless ``resume`` (continue it) or
     ``overwrite`` (remove the run files listed in :data:`RUN_FILES` and stray temporaries, and
-    nothing else). Stray temporaries are always removed.
+    nothing else). Stray temporaries are always removed. With ``create=False`` only the checks
+    run (nothing is created or removed), so a command can refuse early and create the folder once
+    every other argument is known to be good.
     """
     if resume and overwrite:
         raise UserInputError("--resume and --overwrite contradict each other: pass one of them")
@@ -101,6 +104,8 @@ def prepare_out_dir(out: str | os.PathLike, *, resume: bool = False, overwrite: 
     if path.is_dir() and any(path.iterdir()) and not (resume or overwrite):
         raise UserInputError(f"--out {str(out)!r} is not empty; pass --resume to continue that run or "
                              "--overwrite to replace it")
+    if not create:
+        return path
     path.mkdir(parents=True, exist_ok=True)
     clean_temporaries(path)
     if overwrite:

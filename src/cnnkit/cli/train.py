@@ -149,8 +149,8 @@ def run(args) -> int:
     if args.resume and not args.out:
         raise UserInputError("--resume needs --out DIR: the run folder to continue")
     out = Path(args.out) if args.out else None
-    if out is not None:
-        out = prepare_out_dir(out, resume=args.resume, overwrite=args.overwrite)
+    if out is not None:  # refuse a bad --out now, create it only once the other arguments are good
+        out = prepare_out_dir(out, resume=args.resume, overwrite=args.overwrite, create=False)
     s = _settings(args, out)
     augment = parse_augment(s["augment"])  # unknown names: exit 2 before any work
 
@@ -168,6 +168,8 @@ def run(args) -> int:
         model.preprocessing = preprocessing_for(fit_ds)
     if out is None:
         out = new_run_dir(s["model"], s["dataset"])
+    else:
+        out = prepare_out_dir(out, resume=args.resume, overwrite=args.overwrite)
     checkpoint = out / "checkpoint.npz"
     if args.resume and not checkpoint.exists():
         warn(f"cnnkit train: {out} has no checkpoint yet: starting from scratch")
