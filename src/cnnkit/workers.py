@@ -89,8 +89,7 @@ def _sequential(fns: list[Callable[[], Any]]) -> list[Any]:
 def runner(count: int) -> Iterator[Callable[[list[Callable[[], Any]]], list[Any]]]:
     """A function that runs ``count`` shard functions: in threads with single-threaded BLAS, or
     one after the other on this thread (one shard, or the workers busy with another caller)."""
-    global _blas
-    if count == 1:
+    if count == 1 or _blas_controller() is None:
         yield _sequential
         return
     workers = _get_workers(count - 1)
@@ -98,14 +97,29 @@ def runner(count: int) -> Iterator[Callable[[list[Callable[[], Any]]], list[Any]
         yield _sequential
         return
     try:
-        if _blas is None:
-            from threadpoolctl import ThreadpoolController
-
-            _blas = ThreadpoolController().select(user_api="blas")
         with _blas.limit(limits=1):
             yield workers.run
     finally:
         workers.lock.release()
+
+
+def _blas_controller():
+    """threadpoolctl's controller of the BLAS libraries (made once), or None without threadpoolctl:
+    then shards run one after the other (same results) and a warning says what to install —
+    threads with multi-threaded BLAS inside each would oversubscribe the cores."""
+    global _blas
+    if _blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            import warnings
+
+            warnings.warn("cnnkit runs batch shards in one thread: threadpoolctl is not installed "
+                          "(pip install threadpoolctl) to run them on all cores", RuntimeWarning, stacklevel=4)
+            _blas = False
+            return None
+        _blas = ThreadpoolController().select(user_api="blas")
+    return _blas or None
 
 
 def advance(gen, value):
