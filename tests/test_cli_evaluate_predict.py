@@ -130,14 +130,15 @@ def colour_setup(tmp_path):
 
 def test_cli_evaluate_folder_json_and_text(colour_setup, capsys):
     d = colour_setup
-    code, out, err = run_cli(capsys, "evaluate", d / "model.npz", "--dataset", d / "pics", "--format", "json")
+    code, out, err = run_cli(capsys, "evaluate", d / "model.npz", "--dataset", d / "pics", "--split", "all",
+                             "--format", "json")
     assert code == 0, err
     report = json.loads(out)
     assert report["accuracy"] == pytest.approx(6 / 7) and report["top5_accuracy"] is None
     assert report["class_names"] == ["red", "green", "blue"]
     assert report["confusion"] == [[2, 0, 0], [0, 2, 0], [1, 0, 2]]
     assert report["per_class"]["blue"] == {"accuracy": pytest.approx(2 / 3), "correct": 2, "count": 3}
-    code, out, _ = run_cli(capsys, "evaluate", d / "model.npz", "--dataset", d / "pics")
+    code, out, _ = run_cli(capsys, "evaluate", d / "model.npz", "--dataset", d / "pics", "--split", "all")
     assert code == 0 and "accuracy        85.71%" in out and "confusion (rows: true class" in out
 
 

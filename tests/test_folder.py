@@ -54,7 +54,7 @@ def test_classes_files_and_the_first_images_shape(tmp_path, rng):
     (root / "b_dog" / "notes.txt").write_text("not an image")                           # skipped
     (root / "b_dog" / ".hidden.png").write_bytes(b"skipped")                            # hidden: skipped
     (root / ".cache").mkdir()                                                            # hidden class: skipped
-    ds = load_dataset(str(root), "train")
+    ds = load_folder(root)
     assert ds.class_names == ["a_cat", "b_dog"] and ds.name == "pics"
     assert ds.x.shape == (3, 10, 12, 3) and ds.x.dtype == np.uint8
     assert ds.y.tolist() == [0, 0, 1]
@@ -146,8 +146,21 @@ def test_folder_trains_and_evaluates_end_to_end(tmp_path, rng, capsys):
     assert model.class_names == ["blank", "horizontal", "vertical"] and model.preprocessing is not None
     cnnkit.save(model, tmp_path / "model.npz")
     test_root = make_folder(tmp_path / "test", 10, np.random.default_rng(99), size_range=(10, 40))
-    assert main(["evaluate", str(tmp_path / "model.npz"), "--dataset", str(test_root), "--format", "json"]) == 0
+    assert main(["evaluate", str(tmp_path / "model.npz"), "--dataset", str(test_root), "--split", "all",
+                 "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["count"] == 30 and report["accuracy"] >= 0.8, report  # chance: 1/3
     assert main(["predict", str(tmp_path / "model.npz"), str(test_root / "vertical" / "001.jpg"), "--top-k", "1"]) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[0] == "vertical"
+
+
+def test_a_flat_folder_is_split_into_disjoint_train_and_test(tmp_path, rng):
+    root = make_folder(tmp_path / "flat", 10, rng)
+    train, test, every = (load_folder(root, split, shape=(16, 16, 3)) for split in ("train", "test", None))
+    assert len(train) == 24 and len(test) == 6 and len(every) == 30
+    assert np.bincount(test.y).tolist() == [2, 2, 2]  # stratified: 20 % of each class
+    rows = {r.tobytes() for r in every.x}
+    assert {r.tobytes() for r in train.x} | {r.tobytes() for r in test.x} == rows
+    assert not {r.tobytes() for r in train.x} & {r.tobytes() for r in test.x}
+    again = load_folder(root, "test", shape=(16, 16, 3))
+    np.testing.assert_array_equal(again.x, test.x)  # fixed, not drawn per run

@@ -23,7 +23,9 @@ def register(sub) -> None:
     p.add_argument("model", metavar="MODEL_FILE", help="a model file (model.npz) written by cnnkit train")
     p.add_argument("--dataset", required=True,
                    help="shapes, mnist, fashion-mnist, cifar10 or a folder with one subfolder per class")
-    p.add_argument("--split", choices=("test", "train"), default="test", help="which split (default test)")
+    p.add_argument("--split", choices=("test", "train", "all"), default="test",
+                   help="which split (default test). An image folder without train/ and test/ subfolders is "
+                        "split 80/20 by a fixed rule (the same that cnnkit train uses); 'all' takes every image")
     p.add_argument("--data-dir", help="folder holding the standard dataset files")
     p.add_argument("--cache-dir", help="download cache (default ~/.cache/cnnkit)")
     p.add_argument("--resize", choices=("stretch", "crop", "error"), default="stretch",
@@ -38,9 +40,13 @@ def load_eval_dataset(name: str, split: str, model, data_dir=None, cache_dir=Non
     """A named dataset, or an image folder converted to the model's input shape and classes."""
     from ..data import LOADERS, load_dataset
 
+    from ..errors import UserInputError
+
     key = name.lower()
     if key not in LOADERS and Path(name).expanduser().is_dir():
         return load_dataset(name, split, shape=model.input_shape, resize=resize, class_names=model.class_names)
+    if split == "all":
+        raise UserInputError(f"--split all is for image folders; {name} has a train and a test split")
     options = {"progress": progress} if key in DOWNLOADED else {}
     return load_dataset(name, split, data_dir=data_dir, cache_dir=cache_dir, **options)
 

@@ -146,7 +146,7 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
     Args:
         name: ``shapes``, ``mnist``, ``fashion-mnist``, ``cifar10`` (case-insensitive), or the path
             of an existing folder with one subfolder per class.
-        split: ``"train"`` or ``"test"`` (image folders also take ``"val"``).
+        split: ``"train"`` or ``"test"`` (image folders also take ``"val"``, and ``"all"`` for every image).
         data_dir: a folder holding the dataset's standard files (MNIST's ``*-idx?-ubyte.gz``,
             ``cifar-10-batches-bin/``) instead of the download cache.
         cache_dir: download cache (default ``~/.cache/cnnkit``).
@@ -165,9 +165,9 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
         return LOADERS[key](split, data_dir, cache_dir, seed, **options)
     path = Path(os.fspath(name)).expanduser()
     if path.is_dir():
-        if split not in (*SPLITS, "val"):
-            raise SpecError(f"dataset {name!r}: unknown split {split!r}; expected train, test or val")
-        return _folder(path, split, data_dir, cache_dir, seed, **options)
+        if split not in (*SPLITS, "val", "all"):
+            raise SpecError(f"dataset {name!r}: unknown split {split!r}; expected train, test, val or all")
+        return _folder(path, None if split == "all" else split, data_dir, cache_dir, seed, **options)
     raise SpecError(f"unknown dataset {name!r}; expected one of {', '.join(LOADERS)}, "
                     f"or the path of a folder with one subfolder per class")
 

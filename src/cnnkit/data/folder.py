@@ -32,6 +32,11 @@ from ..errors import DatasetError
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                               ".ppm", ".pgm", ".pbm", ".pnm"})
 SPLIT_FOLDERS = ("train", "test", "val")
+# A folder without train/ and test/ subfolders is split here: in every class, a fixed 20 % of the
+# files (at least one when the class has two or more) chosen by a fixed generator is the test
+# split and the rest the train split, whatever the run's seed, so the two never overlap.
+HELD_OUT_FRACTION = 0.2
+HELD_OUT_SEED = 20240
 
 
 def is_image_folder(path: str | os.PathLike) -> bool:
@@ -79,7 +84,9 @@ def load_folder(root: str | os.PathLike, split: str | None = None, shape: Sequen
 
     Args:
         root: the folder (one subfolder per class; optionally ``train/`` and ``test/`` above them).
-        split: ``"train"``, ``"test"`` or ``"val"`` for a folder organised in splits; otherwise ignored.
+        split: ``"train"``, ``"test"`` or ``"val"`` for a folder organised in split subfolders. For a
+            folder without them, ``"train"``/``"test"`` are a fixed stratified 80 %/20 % split of its
+            files (:func:`held_out_split`), and None (or ``"val"``) is every file.
         shape: target (H, W, C) with C 1 or 3; None takes the first image's.
         resize: ``"stretch"``, ``"crop"`` or ``"error"`` (:mod:`cnnkit.preprocess`).
         class_names: the model's classes: labels are the folder names' indices in this list,
@@ -99,6 +106,8 @@ def load_folder(root: str | os.PathLike, split: str | None = None, shape: Sequen
     top = Path(root).expanduser()
     base = split_root(top, split)
     classes, items = scan(base)
+    if base == top and split in ("train", "test"):
+        items = held_out_split(items, split)
     if class_names is not None:
         known = list(class_names)
         unknown = [c for c in classes if c not in known]
@@ -120,4 +129,17 @@ def load_folder(root: str | os.PathLike, split: str | None = None, shape: Sequen
     return Dataset(x, y, list(classes), top.name or str(top))
 
 
-__all__ = ["load_folder", "scan", "is_image_folder", "IMAGE_EXTENSIONS"]
+def held_out_split(items: list[tuple[Path, int]], split: str) -> list[tuple[Path, int]]:
+    """The ``"train"`` or ``"test"`` part of a folder without split subfolders (see
+    :data:`HELD_OUT_FRACTION`): stratified by class, fixed, independent of any run seed."""
+    rng = np.random.default_rng(HELD_OUT_SEED)
+    chosen = []
+    for label in sorted({lab for _, lab in items}):
+        files = [item for item in items if item[1] == label]
+        k = max(1, round(HELD_OUT_FRACTION * len(files))) if len(files) >= 2 else 0
+        test = set(rng.permutation(len(files))[:k].tolist())
+        chosen += [f for i, f in enumerate(files) if (i in test) == (split == "test")]
+    return chosen
+
+
+__all__ = ["load_folder", "held_out_split", "scan", "is_image_folder", "IMAGE_EXTENSIONS"]
