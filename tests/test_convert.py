@@ -43,6 +43,50 @@ def test_conv_as_linear_is_exact(case):
     assert result.output_shape == conv.output_shape(case["shape"])
 
 
+@pytest.mark.parametrize("name", ["lenet5", "shapes-net", "cifar-net"])
+def test_conv_as_linear_exact_for_builtin_conv_layers(name):
+    model = resolve_model(name, dtype="float64", seed=1)
+    for layer, in_shape, _ in model.shapes():
+        if isinstance(layer, Conv2d):
+            if np.prod(in_shape) * np.prod(layer.output_shape(in_shape)) > 40_000_000:
+                continue  # cifar-net's 32×32 layers: dense weights of 0.8–8.6 GB; tested on 16×16 below
+            layer.params["bias"].value[...] = np.random.default_rng(2).normal(size=layer.filters)
+            x = np.random.default_rng(3).normal(size=(2, *in_shape))
+            y = layer.forward(x).reshape(2, -1)
+            assert rel(conv_as_linear(layer).linear.forward(x.reshape(2, -1)), y) <= 1e-10
+    if name == "cifar-net":  # the same layers on a smaller input
+        conv = model["conv3"]
+        x = np.random.default_rng(4).normal(size=(2, 8, 8, 32))
+        assert rel(conv_as_linear(conv, (8, 8, 32)).linear.forward(x.reshape(2, -1)),
+                   conv.forward_cached(x)[0].reshape(2, -1)) <= 1e-10
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_conv_as_linear_exact_for_random_convs(seed):
+    rng = np.random.default_rng(seed)
+    while True:
+        shape = tuple(int(v) for v in rng.integers(3, 12, 2)) + (int(rng.integers(1, 4)),)
+        conv = Conv2d(int(rng.integers(1, 5)), tuple(int(v) for v in rng.integers(1, 4, 2)),
+                      tuple(int(v) for v in rng.integers(1, 4, 2)),
+                      [0, 1, 2, "same", ((1, 0), (0, 2))][int(rng.integers(0, 5))],
+                      int(rng.integers(1, 3)))
+        try:
+            conv.build(shape, rng, np.float64)
+            break
+        except ShapeError:
+            continue
+    conv.params["bias"].value[...] = rng.normal(size=conv.filters)
+    x = rng.normal(size=(2, *shape))
+    assert rel(conv_as_linear(conv).linear.forward(x.reshape(2, -1)), conv.forward(x).reshape(2, -1)) <= 1e-10
+
+
+def test_conv_as_linear_refuses_a_dense_weight_over_the_limit():
+    conv = Conv2d(64, 3, padding=1)
+    conv.build((64, 64, 3), np.random.default_rng(0))
+    with pytest.raises(ShapeError, match=r"weight has 3,221,225,472 entries \(12.0 GB\), more than the 1.0 MB limit"):
+        conv_as_linear(conv, max_bytes=1 << 20)
+
+
 def test_conv_as_linear_counts_the_lecture_example():
     conv = Conv2d(10, 5, padding=2)
     conv.build((32, 32, 3), np.random.default_rng(0))
@@ -188,6 +232,14 @@ def test_cli_conv_as_fc():
     r = run("conv-as-fc", "--input", "32x32x3", "--filters", "10", "--size", "5", "--pad", "2")
     assert r.returncode == 0, r.stderr
     assert "760" in r.stdout and "31,457,280" in r.stdout
+
+
+def test_cli_conv_as_fc_large_input_gives_counts_without_building():
+    r = run("conv-as-fc", "--input", "224x224x3", "--filters", "64", "--size", "3", "--pad", "1")
+    assert r.returncode == 0, r.stderr
+    assert "64 × (3×3×3 + 1) = 1,792" in r.stdout and "483,385,147,392" in r.stdout and "not built" in r.stdout
+    r = run("conv-as-fc", "--input", "7x7x1", "--filters", "1", "--size", "3", "--stride", "3")
+    assert r.returncode == 2 and "2.33" in r.stderr
 
 
 def test_cli_fc_as_conv_and_refusal():

@@ -63,12 +63,22 @@ class ConvAsLinear:
                 f"{fmt(self.conv_params - (self.output_shape[2] if self.linear.bias else 0))} shared conv weights")
 
 
-def conv_as_linear(conv: Conv2d, input_shape: Sequence[int] | None = None) -> ConvAsLinear:
+MAX_DENSE_BYTES = 1 << 30  # conv_as_linear refuses to allocate a dense weight larger than this
+
+
+def dense_weight_bytes(conv: Conv2d, input_shape: Sequence[int], itemsize: int = 8) -> int:
+    """Bytes of the dense (H·W·C, H'·W'·K) weight that :func:`conv_as_linear` would build."""
+    return shapes.fc_equivalent_weights(input_shape, conv.output_shape(tuple(input_shape))) * itemsize
+
+
+def conv_as_linear(conv: Conv2d, input_shape: Sequence[int] | None = None,
+                   max_bytes: int = MAX_DENSE_BYTES) -> ConvAsLinear:
     """The fully-connected layer computing exactly what ``conv`` computes on ``input_shape``.
 
     ``conv`` must be built (it carries the weights); ``input_shape`` defaults to its built one.
     The dense weight has one row per input value and one column per output value, both in
-    row-major (H, W, C) order, so ``linear(flatten(x)) == flatten(conv(x))``.
+    row-major (H, W, C) order, so ``linear(flatten(x)) == flatten(conv(x))``. It is refused
+    (ShapeError) when it would take more than ``max_bytes`` (1 GiB by default).
 
     Example:
         >>> c = Conv2d(10, 5, padding=2); _ = c.build((32, 32, 3))
@@ -83,6 +93,11 @@ def conv_as_linear(conv: Conv2d, input_shape: Sequence[int] | None = None) -> Co
     if in_shape[2] != conv.input_shape[2]:
         raise ShapeError(f"{conv.label}: its weights take {conv.input_shape[2]} channels, received input {in_shape}")
     out_shape = conv.output_shape(in_shape)
+    need = dense_weight_bytes(conv, in_shape, conv.dtype.itemsize)
+    if need > max_bytes:
+        raise ShapeError(f"{conv.label} on {shapes.fmt_shape(in_shape)}: the equivalent fully-connected weight "
+                         f"has {shapes.fmt_int(need // conv.dtype.itemsize)} entries ({shapes.fmt_bytes(need)}), "
+                         f"more than the {shapes.fmt_bytes(max_bytes)} limit (max_bytes)")
     h, w, c = in_shape
     ho, wo, k = out_shape
     fh, fw = conv.filter_hw

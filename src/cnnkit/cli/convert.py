@@ -33,11 +33,24 @@ def register(sub) -> None:
     q.add_argument("--crop", action="store_true", help="crop --on to the nearest size that fits instead of refusing")
 
 
+CHECK_LIMIT = 256 << 20  # build and compare the dense layer only below this size (bytes, float64)
+
+
 def _conv_as_fc(args) -> int:
-    from ..convert import conv_as_linear
+    from ..convert import conv_as_linear, dense_weight_bytes
     from ..layers import Conv2d
 
     conv = Conv2d(args.filters, args.size, args.stride, args.pad, args.dilation, name="conv")
+    out_shape = conv.output_shape(args.input)  # refuses sizes that do not divide (exit 2)
+    need = dense_weight_bytes(conv, args.input)
+    if need > CHECK_LIMIT:
+        fh, fw = conv.filter_hw
+        print(f"conv on {shapes.fmt_shape(args.input)} → {shapes.fmt_shape(out_shape)}\n"
+              f"  conv parameters:            {shapes.conv_params_formula(fh, fw, args.input[2], args.filters)}\n"
+              f"  fully-connected weights:    {shapes.fmt_int(shapes.fc_equivalent_weights(args.input, out_shape))}\n"
+              f"  (the dense layer itself, {shapes.fmt_bytes(need)} in float64, is not built to compare outputs: "
+              f"over {shapes.fmt_bytes(CHECK_LIMIT)})")
+        return 0
     rng = np.random.default_rng(args.seed)
     conv.build(args.input, rng, np.float64)
     conv.params["bias"].value[...] = rng.normal(size=args.filters)
