@@ -148,6 +148,13 @@ def test_report_command(capsys, run_dir):
 
 def test_report_of_an_unfinished_run_says_what_is_missing(capsys, tmp_path):
     (tmp_path / "run.json").write_text('{"dataset": "shapes", "model": "shapes-net"}')
+    status, _, err = cli(capsys, "report", tmp_path)
+    assert status == 1 and "model.npz" in one_error_line(err, "report")  # no model file: exit 1
+    (tmp_path / "model.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    status, _, err = cli(capsys, "report", tmp_path)
+    assert status == 1 and "model.npz" in one_error_line(err, "report")  # corrupt: exit 1
+    import cnnkit
+    cnnkit.save(cnnkit.resolve_model("shapes-net"), tmp_path / "model.npz")
     status, stdout, err = cli(capsys, "report", tmp_path)
     assert status == 0
     assert "section not drawn: Final metrics: metrics.json is missing" in err

@@ -13,10 +13,15 @@ def register(sub) -> None:
 
 def run(args) -> int:
     import sys
+    from pathlib import Path
 
+    from ..io import load
     from ..report import _write
 
-    path, problems = _write(args.run_dir)
+    model = None
+    if Path(args.run_dir).is_dir():  # a missing or corrupt model.npz: ModelFormatError, exit 1
+        model = load(Path(args.run_dir) / "model.npz")
+    path, problems = _write(args.run_dir, model)
     for problem in problems:
         print(f"cnnkit report: warning: section not drawn: {problem}", file=sys.stderr)
     print(path)
