@@ -136,7 +136,8 @@ def plan_pyramid(fcn, image_shape: Sequence[int], scales: Sequence[float], pad: 
     if not levels:
         raise ShapeError(
             f"the image is {h}×{w}, smaller than the model's input {train[0]}×{train[1]} at every scale "
-            f"({', '.join(f'{s:.3g}' for s in scales)}); use a larger image or larger --scales")
+            f"({', '.join(f'{s:.3g}' for s in scales) if scales else 'the automatic pyramid has none that fits'}); "
+            f"use a larger image or larger --scales")
     return levels
 
 
