@@ -32,6 +32,7 @@ import numpy as np
 
 from ..data.shapes import SHAPE_CLASSES
 from ..errors import UserInputError
+from ..shapes import conv_output_size
 from .detector import BACKGROUND, Detector, Level, scale_image
 from .scenes import Scene, box_centres, box_extents, make_scenes
 
@@ -121,8 +122,8 @@ def scene_windows(det: Detector, scene: Scene, rng: np.random.Generator, rules: 
     for k, level in enumerate(det.levels(scene.image.shape)):
         img = scale_image(scene.image, level)
         scaled_images.append(img)
-        rows = (img.shape[0] - det.window[0]) // det.stride[0] + 1
-        cols = (img.shape[1] - det.window[1]) // det.stride[1] + 1
+        rows = conv_output_size(img.shape[0], det.window[0], det.stride[0], rounding="floor")
+        cols = conv_output_size(img.shape[1], det.window[1], det.stride[1], rounding="floor")
         labels = label_windows(det, level, rows, cols, scene, rules)
         hard = _overlaps_objects(det, level, rows, cols, scene)
         for i, j in zip(*np.nonzero(labels >= 0)):

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ..shapes import conv_output_size
 from .layout import SMALL_CHANNELS, from_batch_minor, scatter_taps, taps_view, tiles, to_batch_minor
 from .scratch import buffer as _buffer
 from .scratch import ones as _ones
@@ -102,11 +103,6 @@ class _Geometry:
     def pointwise(self) -> bool:
         """A 1×1 conv at stride 1 without padding: the input is its own column matrix."""
         return self.fh == self.fw == 1 and self.stride == (1, 1) and not self.padded
-
-
-def _out_size(padded: int, f_eff: int, stride: int) -> int:
-    """Floor of (padded - F_eff)/S + 1; the caller (cnnkit.shapes) has checked it is >= 1."""
-    return (padded - f_eff) // stride + 1
 
 
 def im2col(xp: np.ndarray, fh: int, fw: int, stride: tuple[int, int], dilation: tuple[int, int],
@@ -163,8 +159,9 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride=(1
     pads = (tuple(pads[0]), tuple(pads[1]))
     (pt, pb), (pl, pr) = pads
     stride, dilation = tuple(stride), tuple(dilation)
-    ho = _out_size(h + pt + pb, dilation[0] * (fh - 1) + 1, stride[0])
-    wo = _out_size(wd + pl + pr, dilation[1] * (fw - 1) + 1, stride[1])
+    # the layer has checked the sizes (strict by default); the kernel takes the floor, as asked
+    ho = conv_output_size(h, fh, stride[0], (pt, pb), dilation[0], rounding="floor")
+    wo = conv_output_size(wd, fw, stride[1], (pl, pr), dilation[1], rounding="floor")
     g = _Geometry(n, h, wd, c, fh, fw, k, ho, wo, stride, pads, dilation)
     w = w.astype(dtype, copy=False)
     batch_minor = c <= SMALL_CHANNELS and k <= SMALL_CHANNELS

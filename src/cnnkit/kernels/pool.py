@@ -25,6 +25,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from ..shapes import conv_output_size
 from .layout import from_batch_minor, is_batch_minor, taps_view, to_batch_minor
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -34,8 +36,8 @@ def _geometry(x_shape, size, stride, pads):
     """(padded H, padded W, H', W') for the floor of (H + P - F)/S + 1."""
     _, h, w, _ = x_shape
     (pt, pb), (pl, pr) = pads
-    hp, wp = h + pt + pb, w + pl + pr
-    return hp, wp, (hp - size[0]) // stride[0] + 1, (wp - size[1]) // stride[1] + 1
+    return (h + pt + pb, w + pl + pr, conv_output_size(h, size[0], stride[0], (pt, pb), rounding="floor"),
+            conv_output_size(w, size[1], stride[1], (pl, pr), rounding="floor"))
 
 
 def _pad(x: np.ndarray, pads: Pads, value: float) -> np.ndarray:
