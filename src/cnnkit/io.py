@@ -164,10 +164,11 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_folder(folder)
+    fsync_folder(folder)
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # e.g. Windows cannot open folders

@@ -125,3 +125,14 @@ def parse_hwc(text: str) -> tuple[int, int, int]:
     if len(values) != 3 or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"expected HxWxC with positive integers, e.g. 32x32x3; received {text!r}")
     return values  # type: ignore[return-value]
+
+
+def positive_int(text: str) -> int:
+    """A positive integer; argparse type."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; received {text!r}")
+    return value

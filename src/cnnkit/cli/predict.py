@@ -14,19 +14,7 @@ from __future__ import annotations
 
 import json
 
-from . import add_command
-
-
-def _top_k(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; received {text!r}")
-    return value
+from . import add_command, positive_int
 
 
 def register(sub) -> None:
@@ -34,7 +22,7 @@ def register(sub) -> None:
                     description=__doc__)
     p.add_argument("model", metavar="MODEL_FILE", help="a model file (model.npz) written by cnnkit train")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files (PNG, JPEG, BMP, GIF, TIFF, WebP …)")
-    p.add_argument("--top-k", type=_top_k, default=5, help="classes to show per image (default 5, at most all)")
+    p.add_argument("--top-k", type=positive_int, default=5, help="classes to show per image (default 5, at most all)")
     p.add_argument("--resize", choices=("stretch", "crop", "error"), default="stretch",
                    help="how images of another size are converted (default stretch)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")

@@ -11,7 +11,7 @@ import math
 import time
 from pathlib import Path
 
-from . import add_command
+from . import add_command, positive_int
 
 # Defaults for every dataset, then the recipe of each named dataset on top (what `cnnkit train
 # --dataset D` uses unless told otherwise). shapes: README, "Training"; mnist: docs/mnist.md.
@@ -27,16 +27,6 @@ VALIDATION = 0.1  # fraction of the training set held out, chosen from the seed
 RERUN_KEYS = ("model", "dataset", "batch_size", "optimizer", "lr", "schedule", "augment", "seed", "data_dir",
               "cache_dir")
 SCHEDULE_CHOICES = ("cosine", "step", "plateau", "none")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; received {text!r}")
-    return value
 
 
 def _seed(text: str) -> int:
@@ -82,8 +72,8 @@ def register(sub) -> None:
                                      "subfolder per class")
     p.add_argument("--data-dir", help="folder holding the standard dataset files")
     p.add_argument("--cache-dir", help="download cache (default ~/.cache/cnnkit)")
-    p.add_argument("--epochs", type=_positive_int, help="passes over the training set (with --resume: the new total)")
-    p.add_argument("--batch-size", type=_positive_int, help="examples per step")
+    p.add_argument("--epochs", type=positive_int, help="passes over the training set (with --resume: the new total)")
+    p.add_argument("--batch-size", type=positive_int, help="examples per step")
     p.add_argument("--optimizer", choices=("adam", "sgd", "adamw", "rmsprop"), help="optimiser (default adam)")
     p.add_argument("--lr", type=_learning_rate, help="learning rate")
     p.add_argument("--schedule", choices=SCHEDULE_CHOICES, help="learning-rate schedule, stepped once per epoch "

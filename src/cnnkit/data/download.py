@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import DatasetError, DownloadError
+from ..io import fsync_folder
 
 CHUNK = 1 << 20  # bytes read and hashed at a time
 USER_AGENT = "cnnkit-downloader"
@@ -147,7 +148,7 @@ def _fetch_one(url: str, remote: RemoteFile, target: Path, verify, timeout: floa
             except DatasetError as e:
                 raise _AttemptFailed(f"content rejected: {e}") from None
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_folder(target.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -205,20 +206,6 @@ def _progress_bar(name: str, total: int | None, url: str):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, leave=False)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable (no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def default_cache_dir() -> Path:
