@@ -187,7 +187,7 @@ def to_fully_convolutional(model: Sequential, input_shape: Sequence[int] | None 
     fcn = model_from_config(cfg, shape)
     fcn.load_state_dict(state)
     fcn.class_names, fcn.preprocessing = model.class_names, model.preprocessing
-    fcn.train_input_shape = model.input_shape  # type: ignore[attr-defined]
+    fcn.train_input_shape = model.input_shape
     if not model.training:
         fcn.eval()
     return fcn
@@ -283,7 +283,7 @@ def for_input(fcn: Sequential, input_shape: Sequence[int]) -> Sequential:
     other = model_from_config(fcn.config(), tuple(input_shape))
     other.load_state_dict(fcn.state_dict())
     other.class_names, other.preprocessing = fcn.class_names, fcn.preprocessing
-    other.train_input_shape = getattr(fcn, "train_input_shape", fcn.input_shape)  # type: ignore[attr-defined]
+    other.train_input_shape = fcn.train_input_shape or fcn.input_shape
     if not fcn.training:
         other.eval()
     return other
@@ -311,7 +311,7 @@ def score_map(model: Sequential, x: np.ndarray, crop: bool = False) -> ScoreMap:
     fully-convolutional pass. ``model`` is the original classifier or an already converted one."""
     if x.ndim != 4:
         raise ShapeError(f"score_map expects images (N, H, W, C), received {x.shape}")
-    train_shape = getattr(model, "train_input_shape", None) or model.input_shape
+    train_shape = model.train_input_shape or model.input_shape
     fcn = model if not any(isinstance(l, Flatten) for l in model) else to_fully_convolutional(model)
     if crop:
         x = crop_to_fit(fcn, x, train_shape)

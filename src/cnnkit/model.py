@@ -53,6 +53,9 @@ class Sequential:
         # Set when the model is trained on or loaded with a dataset; saved in model files.
         self.class_names: list[str] | None = None
         self.preprocessing: dict[str, Any] | None = None
+        # Set on a fully-convolutional model made by cnnkit.convert: the input size of the classifier
+        # it came from, i.e. the size of one score-map window.
+        self.train_input_shape: Shape | None = None
         self._name_layers()
         if input_shape is not None:
             self.build(input_shape)

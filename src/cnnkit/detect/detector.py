@@ -118,7 +118,7 @@ def plan_pyramid(fcn, image_shape: Sequence[int], scales: Sequence[float], pad: 
         ShapeError: the image is smaller than the model's input at every scale.
     """
     h, w = int(image_shape[0]), int(image_shape[1])
-    train = getattr(fcn, "train_input_shape", fcn.input_shape)
+    train = fcn.train_input_shape or fcn.input_shape
     levels: list[Level] = []
     seen = set()
     for s in scales:
