@@ -188,12 +188,7 @@ def _hw(a: int, b: int) -> str:
 def register(sub) -> None:
     p = add_command(sub, "conv", help="one conv layer's arithmetic, step by step", func=run_conv)
     p.epilog = "example:\n  cnnkit conv --input 32x32x3 --filters 10 --size 5 --pad 2"
-    p.add_argument("--input", type=parse_hwc, required=True, metavar="HxWxC", help="input volume, e.g. 32x32x3")
-    p.add_argument("--filters", type=int, required=True, metavar="K", help="number of filters K")
-    p.add_argument("--size", type=parse_pair, required=True, metavar="F", help="filter size F (or FHxFW)")
-    p.add_argument("--stride", type=parse_pair, default=1, metavar="S", help="stride S (or SHxSW), default 1")
-    p.add_argument("--pad", type=parse_padding, default=0, metavar="P|same|valid", help="padding, default 0")
-    p.add_argument("--dilation", type=parse_pair, default=1, metavar="D", help="dilation D, default 1")
+    add_conv_arguments(p)
     _common(p)
     p.add_argument("--no-bias", dest="bias", action="store_false", help="filters without a bias")
 
@@ -211,6 +206,16 @@ def register(sub) -> None:
     p.add_argument("--input", type=parse_volume, required=True, metavar="HxWxC", help="input volume or vector length")
     p.add_argument("--outputs", type=int, required=True, metavar="N", help="number of outputs")
     p.add_argument("--no-bias", dest="bias", action="store_false", help="no bias per output")
+
+
+def add_conv_arguments(p) -> None:
+    """The options that describe one conv layer on one input (``cnnkit conv``, ``cnnkit conv-as-fc``)."""
+    p.add_argument("--input", type=parse_hwc, required=True, metavar="HxWxC", help="input volume, e.g. 32x32x3")
+    p.add_argument("--filters", type=int, required=True, metavar="K", help="number of filters K")
+    p.add_argument("--size", type=parse_pair, required=True, metavar="F", help="filter size F (or FHxFW)")
+    p.add_argument("--stride", type=parse_pair, default=1, metavar="S", help="stride S (or SHxSW), default 1")
+    p.add_argument("--pad", type=parse_padding, default=0, metavar="P|same|valid", help="padding, default 0")
+    p.add_argument("--dilation", type=parse_pair, default=1, metavar="D", help="dilation D, default 1")
 
 
 def _common(p) -> None:

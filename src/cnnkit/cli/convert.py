@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import shapes
 from . import add_command, parse_hwc
-from .calc import parse_pair, parse_padding
+from .calc import add_conv_arguments
 
 
 def register(sub) -> None:
@@ -14,12 +14,7 @@ def register(sub) -> None:
                     description="Build one conv layer (random weights), turn it into the fully-connected layer "
                                 "that computes exactly the same on the given input size, and compare the "
                                 "parameter counts and the outputs.")
-    p.add_argument("--input", required=True, type=parse_hwc, metavar="HxWxC", help="input volume, e.g. 32x32x3")
-    p.add_argument("--filters", required=True, type=int, metavar="K", help="number of filters")
-    p.add_argument("--size", required=True, type=parse_pair, metavar="F", help="filter size F or FHxFW")
-    p.add_argument("--stride", type=parse_pair, default=1, metavar="S", help="stride (default 1)")
-    p.add_argument("--pad", type=parse_padding, default=0, metavar="P", help="P, PHxPW, same or valid (default 0)")
-    p.add_argument("--dilation", type=parse_pair, default=1, metavar="D", help="dilation (default 1)")
+    add_conv_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and input (default 0)")
 
     q = add_command(sub, "fc-as-conv", "a classifier's fully-connected head as convolutions (sliding windows)",
