@@ -1,10 +1,12 @@
 """conv2d kernels: equal to the loop oracle, right in both dtypes, thread-safe, workspace-safe.
 
-The kernel has two memory layouts (NHWC, and batch-minor CHWN for small channel counts), NHWC
-windows read from NHWC memory or (few input channels) from a channel-major copy, and works in tiles
-of about ``TILE_BYTES`` of scratch (several images, one image, or a block of output rows of one
-image). The ``path`` fixture runs a test under each combination, forcing the layout through
-``SMALL_CHANNELS``/``CHANNEL_MAJOR_CHANNELS`` and the tiling through a tiny ``TILE_BYTES``.
+The kernel has two paths: the compiled direct convolution in batch-minor memory (stride 1) and
+im2col + GEMM in NHWC (stride > 1, or a dtype the compiled helper does not take), whose NHWC
+windows are read from NHWC memory or (few input channels) from a channel-major copy, in tiles of
+about ``TILE_BYTES`` of scratch (several images, one image, or a block of output rows of one
+image). The ``path`` fixture runs a test under each: "direct" as shipped (stride-1 cases direct,
+the others im2col), and the im2col variants for every stride, forced through ``_direct_path``,
+``CHANNEL_MAJOR_CHANNELS`` and a tiny ``TILE_BYTES``.
 """
 
 from __future__ import annotations
@@ -22,22 +24,21 @@ from cnnkit.kernels import conv as conv_module
 from cnnkit.kernels.conv import conv2d_backward, conv2d_forward, im2col
 from cnnkit.kernels.layout import from_batch_minor, is_batch_minor
 
-PATHS = {  # name -> (SMALL_CHANNELS, CHANNEL_MAJOR_CHANNELS, TILE_BYTES)
-    "nhwc": (0, 0, 1 << 20), "nhwc-row-tiles": (0, 0, 64), "nhwc-image-tiles": (0, 0, 2000),
-    "channel-major": (0, 1 << 10, 1 << 20), "channel-major-row-tiles": (0, 1 << 10, 64),
-    "channel-major-image-tiles": (0, 1 << 10, 2000),
-    "batch-minor": (1 << 10, 0, 1 << 20), "batch-minor-row-tiles": (1 << 10, 0, 64),
+PATHS = {  # name -> (direct at stride 1, CHANNEL_MAJOR_CHANNELS, TILE_BYTES)
+    "direct": (True, 0, 1 << 20),
+    "nhwc": (False, 0, 1 << 20), "nhwc-row-tiles": (False, 0, 64), "nhwc-image-tiles": (False, 0, 2000),
+    "channel-major": (False, 1 << 10, 1 << 20), "channel-major-row-tiles": (False, 1 << 10, 64),
+    "channel-major-image-tiles": (False, 1 << 10, 2000),
 }
 
 
 @pytest.fixture(params=list(PATHS))
 def path(request, monkeypatch):
-    small, channel_major, tile = PATHS[request.param]
-    monkeypatch.setattr(conv_module, "SMALL_CHANNELS", small)
+    direct, channel_major, tile = PATHS[request.param]
+    if not direct:
+        monkeypatch.setattr(conv_module, "_direct_path", lambda stride, dtype: False)
     monkeypatch.setattr(conv_module, "CHANNEL_MAJOR_CHANNELS", channel_major)
     monkeypatch.setattr(conv_module, "TILE_BYTES", tile)
-    monkeypatch.setattr(conv_module, "BM_TILE_BYTES", tile)
-    monkeypatch.setattr(conv_module, "BM_DX_TILE_BYTES", tile)
     return request.param
 
 
@@ -213,14 +214,15 @@ def test_a_non_contiguous_input_gives_the_same_results(pads, rng, path):
     assert db is None
 
 
-@pytest.mark.parametrize("c, k, batch_minor", [(1, 6, True), (6, 16, True), (3, 32, False), (32, 8, False)])
-def test_the_layout_follows_the_channel_counts(c, k, batch_minor, rng):
-    """Small convs return batch-minor memory (and read it without a copy); others NHWC."""
+@pytest.mark.parametrize("c, k", [(1, 6), (6, 16), (3, 32), (32, 64)])
+@pytest.mark.parametrize("stride, batch_minor", [((1, 1), True), ((2, 2), False)])
+def test_the_layout_follows_the_stride(c, k, stride, batch_minor, rng):
+    """Stride-1 convs return batch-minor memory (and read it without a copy); others NHWC."""
     x = rng.standard_normal((4, 6, 6, c)).astype(np.float32)
     w = rng.standard_normal((3, 3, c, k)).astype(np.float32)
-    y, _ = conv2d_forward(x, w, None, (1, 1), ((1, 1), (1, 1)))
+    y, _ = conv2d_forward(x, w, None, stride, ((1, 1), (1, 1)))
     assert is_batch_minor(y) == batch_minor and y.flags.c_contiguous != batch_minor
-    np.testing.assert_allclose(y, ref.conv2d_forward(x, w, None, (1, 1), ((1, 1), (1, 1))), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(y, ref.conv2d_forward(x, w, None, stride, ((1, 1), (1, 1))), rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("pads", [((0, 0), (0, 0)), ((2, 1), (0, 2))])

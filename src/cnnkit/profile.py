@@ -21,12 +21,13 @@ given is never changed):
    (:mod:`cnnkit.profile_trace`: a proxy for ``np`` in the kernel and layer modules, and arrays
    whose ``__array_ufunc__`` clocks what is done to them, so ``a @ b`` is seen too). A ``matmul``
    call (or ``np.dot``, ``einsum``, ``tensordot``) counts as a **matrix multiply**, with 2·m·k·n
-   FLOPs from its operand shapes; any other ufunc call, reductions included, as
-   **element-wise**. What remains of a layer's time from the timing pass is **copies and other**:
+   FLOPs from its operand shapes, and a call of the compiled direct convolution
+   (:mod:`cnnkit.kernels._direct`) as a **convolution**, in the same category, with its FLOPs;
+   any other ufunc call, reductions included, as **element-wise**. What remains of a layer's time from the timing pass is **copies and other**:
    the im2col and pooling copies made by assignment, allocations and page faults, Python.
 
 The proxy and the wrappers exist only inside :func:`profile_model`; nothing costs anything when
-no profile runs. Limits: work done outside NumPy (a compiled helper) counts as copies and other;
+no profile runs. Limits:
 when a kernel runs shards in several threads, the times of each category are summed over the
 threads (so they describe CPU work rather than wall time), and where they add up to more than a
 row's wall time they are scaled down to it. The ``(outside layers)`` row is the step's time not spent in a layer,
@@ -49,7 +50,7 @@ from .errors import UserInputError
 from .profile_trace import Recorder, observing, traced
 
 CATEGORIES = ("gemm", "elementwise", "other")
-CATEGORY_LABELS = {"gemm": "matrix multiplies", "elementwise": "element-wise", "other": "copies and other"}
+CATEGORY_LABELS = {"gemm": "matrix multiplies and convolutions", "elementwise": "element-wise", "other": "copies and other"}
 # --------------------------------------------------------------------------- results
 @dataclass(frozen=True)
 class Phase:
@@ -127,11 +128,11 @@ class Profile:
         rate = self.gemm_gflops()
         at = f", at {rate:.1f} GF/s" if rate else ""
         if shares["gemm"] >= 0.5:
-            head = f"bound by matrix multiplies: {100 * shares['gemm']:.0f}% of the step{at}"
+            head = f"bound by matrix multiplies and convolutions: {100 * shares['gemm']:.0f}% of the step{at}"
         else:
             head = (f"bound by copies and element-wise work: {100 * shares['other']:.0f}% copies and other, "
                     f"{100 * shares['elementwise']:.0f}% element-wise "
-                    f"(matrix multiplies {100 * shares['gemm']:.0f}%{at})")
+                    f"(matrix multiplies and convolutions {100 * shares['gemm']:.0f}%{at})")
         return f"{head}; largest single cost: {top}, {100 * top_s / self.total_seconds:.0f}% of the step"
 
     # ----------------------------------------------------------------- output
@@ -174,7 +175,7 @@ class Profile:
         what = "training step" if self.mode == "train" else "forward pass (inference)"
         return (f"{self.model} {what}, batch {self.batch_size}, {'×'.join(map(str, self.input_shape))}, "
                 f"{self.dtype}: {1e3 * self.step_seconds:.1f} ms per step ({self.images_per_second:.0f} images/s), "
-                f"median of {self.steps} steps. Matrix multiplies {100 * shares['gemm']:.0f}%, element-wise "
+                f"median of {self.steps} steps. Matrix multiplies and convolutions {100 * shares['gemm']:.0f}%, element-wise "
                 f"{100 * shares['elementwise']:.0f}%, copies and other {100 * shares['other']:.0f}%.")
 
     def to_text(self) -> str:

@@ -11,8 +11,10 @@ Inside :func:`observing` (and only there):
   results.
 
 A ``matmul`` ufunc call, or ``np.dot``/``einsum``/``tensordot``/``inner``/``vdot``, counts as a
-matrix multiply, with 2·m·k·n FLOPs from the operand shapes (``matmul`` and ``dot`` only); any
-other ufunc call (reductions included) as element-wise. Time is charged to the *bucket* (layer,
+matrix multiply, with 2·m·k·n FLOPs from the operand shapes (``matmul`` and ``dot`` only); so does
+a call of the compiled direct convolution (:mod:`cnnkit.kernels._direct`, as
+:mod:`cnnkit.kernels.conv` calls it), with 2·C·FH·FW·K·H'·W'·N FLOPs from its geometry arguments;
+any other ufunc call (reductions included) as element-wise. Time is charged to the *bucket* (layer,
 phase) the calling thread entered with :meth:`Recorder.enter` (a worker thread that entered none
 is charged to the last bucket entered anywhere); a call made inside a clocked call is not counted
 twice. Everything is put back on exit, and a marked array left over behaves as a plain one.
@@ -173,6 +175,28 @@ class _NumpyProxy(types.ModuleType):
         return value
 
 
+class _DirectProxy(types.ModuleType):
+    """The compiled direct-convolution module as :mod:`cnnkit.kernels.conv` sees it: each call is
+    clocked as a matrix multiply, FLOPs from its geometry ((C, Hp, Wp, N), (FH, FW, K), (H', W'))."""
+
+    def __init__(self, module: types.ModuleType) -> None:
+        super().__init__(module.__name__)
+        self._module = module
+
+    def __getattr__(self, name: str):
+        fn = getattr(self._module, name)
+        if not callable(fn):
+            return fn
+
+        def call(*args):
+            (c, _, _, n), (fh, fw, k), (ho, wo) = args[-5:-2]
+            rec = _RECORDER
+            flops = 2 * c * fh * fw * k * ho * wo * n
+            plain = tuple(_plain(a) for a in args)
+            return fn(*plain) if rec is None else rec.call(GEMM, flops, fn, *plain)
+        return call
+
+
 def numpy_modules() -> list[types.ModuleType]:
     """The cnnkit modules whose ``np`` :func:`observing` replaces."""
     from . import kernels, layers
@@ -193,14 +217,19 @@ def observing(params: Sequence = ()) -> Iterator[Recorder]:
     modules = numpy_modules()
     proxy = _NumpyProxy()
     originals = [p.value for p in params]
+    from .kernels import conv
+
+    direct = conv._direct
     try:
         _RECORDER = recorder
+        conv._direct = _DirectProxy(direct)
         for mod in modules:
             mod.np = proxy
         for p in params:
             p.value = p.value.view(_Traced)
         yield recorder
     finally:
+        conv._direct = direct
         for mod in modules:
             mod.np = np
         for p, v in zip(params, originals):

@@ -1,32 +1,34 @@
-"""2-D convolution kernels: im2col + BLAS matrix multiplies, tile by tile over the batch.
+"""2-D convolution kernels: direct convolution at stride 1, im2col + BLAS otherwise.
 
 Layout: x (N, H, W, C), w (FH, FW, C, K) (HWIO), y (N, H', W', K). The output size is the floor of
 the formula (H + top + bottom - F_eff)/S + 1 with F_eff = D(F - 1) + 1; :mod:`cnnkit.shapes`
 decides whether a size is allowed, the kernel only computes.
 
-Forward (im2col, Chellapilla et al. 2006): a strided *view* of the padded input holding every
-window is copied into a column matrix and y = cols · w2d + b is a GEMM. The columns are made a
-tile at a time (a few images, or a block of output rows of one large image) into a scratch matrix
-of about :data:`TILE_BYTES`, so that the copy and the GEMM that reads it stay in the core's cache:
-a whole-batch column matrix (151 MB for CIFAR-net's conv2 at batch 128) was 1.5–1.8× slower and
-was what made training use more memory than PyTorch. The cache of a forward pass is the input,
-not its columns; backward makes the columns again, tile by tile.
+**Stride 1: direct, batch-minor** (every conv of the built-in models). The compiled helper
+:mod:`cnnkit.kernels._direct` works on batch-minor (C, H, W, N) memory (see
+:mod:`cnnkit.kernels.layout`): with the batch innermost, tap (i, j) of channel c adds a scaled,
+shifted *contiguous* span of input row r + i to output row r, so no column matrix is ever made.
 
-Backward:
+* y[k, r, :] = b[k] + Σ_{i, j, c} w[i, j, c, k] · x[c, r + i·DH, j·DW·N : …] (span of W'·N values).
+* dw[i, j, c, k] = Σ_r x[c, r + i·DH, j·DW·N : …] · dy[k, r, :], db = Σ dy.
+* dx is the stride-1 convolution of dy, zero-padded by F_eff - 1 - P, with the kernel flipped in
+  both spatial axes and C and K swapped (the "full" correlation of a transposed convolution,
+  Dumoulin & Visin 2016, §4): the same compiled forward kernel.
 
-* dw = Σ_tiles colsᵀ · dy_tile (GEMMs), db = Σ dy.
-* dx at stride 1 is the convolution of the padded dy with the spatially flipped, channel-transposed
-  kernel (the "full" correlation, Dumoulin & Visin 2016, §4): one more im2col and one GEMM per
-  tile, no scatter-add. At stride > 1 that convolution would first have to dilate dy with S - 1
-  zeros between pixels (S² times the work), so there dx is the column-gradient dy2d · w2dᵀ folded
-  back (col2im) with one strided add per filter offset.
+The output is returned as the (N, H', W', K) view of (K, H', W', N) memory, so the ReLU, pooling
+and next conv after it work in that layout without a transpose; an NHWC input costs one
+transposing copy (into the zero-bordered buffer that padding needs anyway). Measured on one core
+against the im2col path (LeNet-5 and CIFAR-net layers): forward 1.4–3.7× faster.
 
-Two memory layouts (see :mod:`cnnkit.kernels.layout`): a conv with at most
-:data:`~cnnkit.kernels.layout.SMALL_CHANNELS` input *and* output channels runs batch-minor (CHWN):
-``y_cᵀ = w2dᵀ · colsᵀ`` where every row of colsᵀ is one shifted copy of the input with runs of
-W'·N values, and its output is returned as the (N, H', W', K) view of CHWN memory, so that the
-ReLU and pooling after it (and the next small conv) work in that layout without a transpose. Other
-convs run in NHWC and read a batch-minor input through one transposing copy.
+**Stride > 1: im2col + GEMM, NHWC** (Chellapilla et al. 2006). A strided *view* of the padded
+input holding every window is copied into a column matrix and y = cols · w2d + b is a GEMM. The
+columns are made a tile at a time (a few images, or a block of output rows of one large image)
+into a scratch matrix of about :data:`TILE_BYTES`, so that the copy and the GEMM that reads it stay
+in the core's cache (a whole-batch column matrix, 151 MB for a CIFAR-net conv at batch 128, was
+1.5–1.8× slower). The cache of a forward pass is the input, not its columns; backward makes the
+columns again, tile by tile: dw = Σ_tiles colsᵀ · dy_tile, and dx is the column gradient
+dy2d · w2dᵀ folded back (col2im) with one strided add per filter offset. A batch-minor input is
+read through one transposing copy.
 
 Fused ReLU: with ``relu=True`` the kernel returns max(x ⋆ w + b, 0), applied to each output tile
 while it is in cache, and backward multiplies dy by the mask y > 0 before the convolution's own
@@ -50,7 +52,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..shapes import conv_output_size
-from .layout import SMALL_CHANNELS, from_batch_minor, scatter_taps, taps_view, tiles, to_batch_minor
+from . import _direct
+from .layout import from_batch_minor, scatter_taps, taps_view, tiles, to_batch_minor
 from .scratch import buffer as _buffer
 from .scratch import ones as _ones
 from .scratch import placed as _placed
@@ -58,14 +61,13 @@ from .scratch import scratch as _scratch
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
-# Scratch per tile. NHWC: 1.5 MiB (three quarters of one core's L2 cache here); 0.5–2 MiB were
-# within 10 % of each other on CIFAR-net's convs, 64–128 KiB up to 2× slower. Batch-minor: 512 KiB;
-# its GEMMs have few rows (K ≤ 16), and OpenBLAS ran LeNet's conv1 2× faster on 0.5 MiB tiles than
-# on 1–1.5 MiB ones.
+# Scratch per tile of the im2col path: 1.5 MiB (three quarters of one core's L2 cache here); 0.5–2
+# MiB were within 10 % of each other on CIFAR-net's convs, 64–128 KiB up to 2× slower.
 TILE_BYTES = 3 << 19
-BM_TILE_BYTES = 1 << 19
-BM_DX_TILE_BYTES = 1 << 22  # backward with dx: 4 MiB (the col2im adds then run over larger blocks):
-# LeNet's conv2 backward 10-20 % faster than on 0.5 MiB tiles; without dx 0.5 MiB stays best
+# Rows of one block of the direct weight gradient: input and dy rows of about this many bytes (the
+# L1 cache). LeNet-5's conv1 ran at 54 GF/s with 26 KB blocks and 31 GF/s with 400 KB ones;
+# CIFAR-net's convs were within 5 % of their best with one row per block.
+DIRECT_DW_BYTES = 32 << 10
 # NHWC convs with at most this many input channels read their windows from a channel-major copy
 # (CIFAR-net's conv1 on RGB: forward 1.3×, weight gradient 1.75× faster than NHWC windows).
 CHANNEL_MAJOR_CHANNELS = 4
@@ -164,9 +166,14 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride=(1
     wo = conv_output_size(wd, fw, stride[1], (pl, pr), dilation[1], rounding="floor")
     g = _Geometry(n, h, wd, c, fh, fw, k, ho, wo, stride, pads, dilation)
     w = w.astype(dtype, copy=False)
-    batch_minor = c <= SMALL_CHANNELS and k <= SMALL_CHANNELS
-    y, saved = (_forward_bm if batch_minor else _forward_nhwc)(x, w, b, g, workspace, relu)
-    return y, (batch_minor, saved, w, g, b is not None, y if relu else None)
+    direct = _direct_path(stride, dtype)
+    y, saved = (_forward_direct if direct else _forward_nhwc)(x, w, b, g, workspace, relu)
+    return y, (direct, saved, w, g, b is not None, y if relu else None)
+
+
+def _direct_path(stride: tuple[int, int], dtype: np.dtype) -> bool:
+    """Stride 1 in float32/float64 runs direct; the rest (stride > 1, other dtypes) im2col."""
+    return stride == (1, 1) and dtype in (np.float32, np.float64)
 
 
 def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, *, workspace: dict | None = None
@@ -176,9 +183,9 @@ def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, *, workspace: d
     Shape:
         dy: (N, H', W', K) -> dx: (N, H, W, C), dw: (FH, FW, C, K), db: (K,)
     """
-    batch_minor, saved, w, g, has_bias, relu_y = cache
+    direct, saved, w, g, has_bias, relu_y = cache
     dy = dy.astype(w.dtype, copy=False)
-    backward = _backward_bm if batch_minor else _backward_nhwc
+    backward = _backward_direct if direct else _backward_nhwc
     return backward(dy, saved, w, g, need_dx, has_bias, workspace, relu_y)
 
 
@@ -306,40 +313,12 @@ def _backward_nhwc(dy, x, w, g: _Geometry, need_dx, has_bias, workspace, relu_y)
             db += _ones(workspace, len(dyt), dyt.dtype) @ dyt  # 1ᵀ·dy through BLAS, not a narrow sum
     dx = None
     if need_dx:
-        dx = _dx_flipped(d, w, g, workspace) if g.stride == (1, 1) else _dx_col2im(d, w, g, workspace)
+        dx = _dx_col2im(d, w, g, workspace)
     return dx, dw2d.reshape(w.shape), db
 
 
-def _dx_flipped(d: _Dy, w, g: _Geometry, workspace) -> np.ndarray:
-    """Stride-1 dx as a convolution of dy with the flipped kernel, tile by tile.
-
-    dx[h] = Σ_i dy[h + pt - i·D]·w[i] = Σ_i' Z[h + i'·D]·w[F-1-i'], where Z is dy shifted right by
-    F_eff - 1 - pt and zero elsewhere (the "full" padding of a transposed convolution), so dx is a
-    stride-1, dilation-D correlation of Z with w flipped in both spatial axes and with C and K
-    swapped.
-    """
-    (dh, dwl), (pt, pl) = g.dilation, (g.pads[0][0], g.pads[1][0])
-    eh, ew = dh * (g.fh - 1), dwl * (g.fw - 1)  # F_eff - 1
-    dy = d.a.reshape(g.n, g.ho, g.wo, g.k)
-    relu_y = None if d.y is None else d.y.reshape(dy.shape)
-    w_flip = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(g.taps * g.k, g.c)  # (FH·FW·K, C)
-    dx = np.empty((g.n, g.h, g.wd, g.c), dy.dtype)
-    dx2d = dx.reshape(-1, g.c)
-    width = g.taps * g.k
-    z = dy
-    for tile in tiles(g.n, g.h, g.wd * width * dy.itemsize, TILE_BYTES):
-        n0, n1, t0, t1 = tile
-        if t0 == 0:  # a new group: dy shifted by F_eff - 1 - P, zeros around it
-            z = _placed(workspace, "z", dy[n0:n1], (n1 - n0, g.h + eh, g.wd + ew, g.k), eh - pt, ew - pl,
-                        None if relu_y is None else relu_y[n0:n1])
-        cols = _scratch(workspace, "cols", ((n1 - n0) * (t1 - t0) * g.wd, width), dy.dtype)
-        im2col(z[:, t0:], g.fh, g.fw, (1, 1), g.dilation, (t1 - t0, g.wd), out=cols)
-        np.matmul(cols, w_flip, out=_rows(dx2d, tile, g.h, g.wd))
-    return dx
-
-
 def _dx_col2im(d: _Dy, w, g: _Geometry, workspace) -> np.ndarray:
-    """dx for stride > 1: column gradients dy2d · w2dᵀ, added back window by window (col2im)."""
+    """dx: column gradients dy2d · w2dᵀ, added back window by window (col2im)."""
     (pt, _), (pl, _) = g.pads
     w2d_t = w.reshape(g.taps * g.c, g.k).T  # (K, FH·FW·C)
     dx = np.empty((g.n, g.h, g.wd, g.c), w.dtype)
@@ -360,65 +339,47 @@ def _dx_col2im(d: _Dy, w, g: _Geometry, workspace) -> np.ndarray:
     return dx
 
 
-# --------------------------------------------------------------------------- batch-minor (CHWN)
-def _bm_tiles(xpc: np.ndarray, g: _Geometry, workspace: dict | None, budget: int):
-    """Yield ``((r0, r1), colsᵀ)``: the transposed column matrix (FH·FW·C, rows·W'·N) of output
-    rows r0…r1-1, read from the padded (C, H, W, N) input, in a reused scratch matrix."""
-    width = g.taps * g.c
-    # (FH, FW, C, H', W', N): rows in the (i, j, c) order of a (FH, FW, C, K) weight
-    view = taps_view(xpc, (g.fh, g.fw), g.stride, (g.ho, g.wo), g.dilation)
-    for _, _, r0, r1 in tiles(1, g.ho, width * g.wo * g.n * xpc.itemsize, budget):
-        cols_t = _scratch(workspace, "cols_t", (width, (r1 - r0) * g.wo * g.n), xpc.dtype)
-        cols_t.reshape(g.fh, g.fw, g.c, r1 - r0, g.wo, g.n)[...] = view[:, :, :, r0:r1]
-        yield (r0, r1), cols_t
+# --------------------------------------------------------------------------- direct (CHWN, stride 1)
+def _direct_geometry(g: _Geometry, c: int, hw_in: tuple[int, int], k: int, hw_out: tuple[int, int]):
+    """The geometry arguments of the compiled kernels: input (C, Hp, Wp, N), filters (FH, FW, K),
+    output (H', W'), dilation."""
+    return (c, *hw_in, g.n), (g.fh, g.fw, k), hw_out, g.dilation
 
 
-def _forward_bm(x, w, b, g: _Geometry, workspace, relu: bool):
+def _forward_direct(x, w, b, g: _Geometry, workspace, relu: bool):
     (pt, _), (pl, _) = g.pads
     if g.padded:  # one copy: the input transposed straight into the zero-bordered buffer
-        xpc = _buffer(workspace, f"xpad_bm{g.pads}", (g.c, *g.padded_hw, g.n), x.dtype, zero=True)
+        xpc = _buffer(workspace, f"xpad_direct{g.pads}", (g.c, *g.padded_hw, g.n), x.dtype, zero=True)
         xpc[:, pt:pt + g.h, pl:pl + g.wd, :] = x.transpose(3, 1, 2, 0)
     else:
-        xpc = to_batch_minor(x)  # (C, H, W, N)
-    w2d_t = w.reshape(g.taps * g.c, g.k).T  # (K, FH·FW·C)
-    yc = np.empty((g.k, g.ho, g.wo, g.n), x.dtype)
-    y2 = yc.reshape(g.k, -1)  # (K, H'·W'·N)
-    span = g.wo * g.n
-    b = None if b is None else b.astype(x.dtype, copy=False)[:, None]
-    for (r0, r1), cols_t in _bm_tiles(xpc, g, workspace, BM_TILE_BYTES):
-        out = y2[:, r0 * span:r1 * span]
-        np.matmul(w2d_t, cols_t, out=out)
-        _finish(out, b, relu)
+        xpc = to_batch_minor(x)  # (C, H, W, N): a view when x is batch-minor already
+    yc = np.empty((g.k, g.ho, g.wo, g.n), x.dtype)  # (K, H', W', N)
+    b = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    _direct.conv_forward(xpc, np.ascontiguousarray(w), b, yc, *_direct_geometry(g, g.c, g.padded_hw, g.k,
+                                                                                 (g.ho, g.wo)), relu)
     return from_batch_minor(yc), xpc
 
 
-def _backward_bm(dy, xpc, w, g: _Geometry, need_dx, has_bias, workspace, relu_y):
+def _backward_direct(dy, xpc, w, g: _Geometry, need_dx, has_bias, workspace, relu_y):
+    dyc = to_batch_minor(dy)  # (K, H', W', N)
+    if relu_y is not None:  # the fused ReLU's mask (y is batch-minor memory: a view, no copy)
+        dyc = np.multiply(dyc, to_batch_minor(relu_y) > 0, out=_scratch(workspace, "dy_masked", dyc.shape, dyc.dtype))
+    db = dyc.reshape(g.k, -1).sum(axis=1) if has_bias else None  # long contiguous rows
+    dw = np.empty(w.shape, dy.dtype)
+    # rows per block of the weight gradient: its input rows and dy rows in the core's L1 cache
+    row_bytes = (g.c * g.padded_hw[1] + g.k * g.wo) * g.n * dy.itemsize
+    _direct.conv_weight_grad(xpc, dyc, dw, *_direct_geometry(g, g.c, g.padded_hw, g.k, (g.ho, g.wo)),
+                             max(1, DIRECT_DW_BYTES // row_bytes))
+    if not need_dx:
+        return None, dw, db
+    # dx: the stride-1 correlation of dy, placed F_eff - 1 - P from the corner of a zero buffer
+    # (the "full" padding of a transposed convolution), with the kernel flipped in both spatial axes
+    # and C and K swapped (Dumoulin & Visin 2016, §4)
+    eh, ew = g.dilation[0] * (g.fh - 1), g.dilation[1] * (g.fw - 1)  # F_eff - 1
     (pt, _), (pl, _) = g.pads
-    dyc = to_batch_minor(dy).reshape(g.k, -1)  # (K, H'·W'·N)
-    # the fused ReLU's mask, block by block (y is batch-minor memory: a view, no copy)
-    yc = None if relu_y is None else to_batch_minor(relu_y).reshape(g.k, -1)
-    db = np.zeros(g.k, dy.dtype) if has_bias else None
-    w2d = w.reshape(g.taps * g.c, g.k)
-    dw2d = np.empty(w2d.shape, dy.dtype)
-    part = _scratch(workspace, "dw_part", w2d.shape, dy.dtype)
-    dxp = np.zeros((g.c, *g.padded_hw, g.n), dy.dtype) if need_dx else None
-    span = g.wo * g.n
-    for (r0, r1), cols_t in _bm_tiles(xpc, g, workspace, BM_DX_TILE_BYTES if need_dx else BM_TILE_BYTES):
-        block = dyc[:, r0 * span:r1 * span]  # (K, rows·W'·N)
-        if yc is not None:
-            block = np.multiply(block, yc[:, r0 * span:r1 * span] > 0,
-                                out=_scratch(workspace, "dy_tile", block.shape, dy.dtype))
-        if has_bias:
-            db += block.sum(axis=1)  # long contiguous rows
-        if r0 == 0:
-            np.matmul(cols_t, block.T, out=dw2d)
-        else:
-            np.matmul(cols_t, block.T, out=part)
-            dw2d += part
-        if need_dx:
-            dcols = _scratch(workspace, "dcols_t", cols_t.shape, dy.dtype)
-            np.matmul(w2d, block, out=dcols)  # (FH·FW·C, rows·W'·N)
-            scatter_taps(dxp[:, r0 * g.stride[0]:], dcols.reshape(g.fh, g.fw, g.c, r1 - r0, g.wo, g.n),
-                         (g.fh, g.fw), g.stride, (r1 - r0, g.wo), g.dilation)
-    dx = from_batch_minor(dxp[:, pt:pt + g.h, pl:pl + g.wd, :]) if need_dx else None
-    return dx, dw2d.reshape(w.shape), db
+    z = _placed(workspace, "z_direct", dyc, (g.k, g.h + eh, g.wd + ew, g.n), eh - pt, ew - pl)
+    w_flip = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))  # (FH, FW, K, C)
+    dxc = np.empty((g.c, g.h, g.wd, g.n), dy.dtype)  # (C, H, W, N)
+    _direct.conv_forward(z, w_flip, None, dxc, *_direct_geometry(g, g.k, (g.h + eh, g.wd + ew), g.c, (g.h, g.wd)),
+                         False)
+    return from_batch_minor(dxc), dw, db

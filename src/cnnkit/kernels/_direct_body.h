@@ -1,0 +1,174 @@
+/* Direct stride-1 convolution in batch-minor (C, H, W, N) memory, for one element type.
+ *
+ * Included twice by _direct.c, with T (float or double), V (a GCC vector of T), VL (its length)
+ * and SFX (a name suffix) defined. See _direct.c for the layout and the blocking.
+ */
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SFX)
+
+static inline V FN(loadv)(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }
+static inline void FN(storev)(T *p, V v) { memcpy(p, &v, sizeof v); }
+static inline T FN(hsum)(V v) {
+    T s = 0;
+    for (int i = 0; i < VL; i++) s += v[i];
+    return s;
+}
+
+/* Forward micro-kernel: output rows k0..k0+KB-1 (one filter each), NV vectors of the span from s.
+ * xs points at x[0, r, 0, 0] + s; ys at y[k0, r, 0, 0] + s. */
+#define FWD_MK(KB, NV)                                                                              \
+static inline void FN(fwd_##KB##_##NV)(const ConvGeom *g, const T *xs, const T *w, int k0,          \
+                                        const T *b, T *ys) {                                         \
+    V acc[KB][NV];                                                                                   \
+    for (int kk = 0; kk < KB; kk++) {                                                                \
+        T init = b ? b[k0 + kk] : (T)0;                                                              \
+        for (int v = 0; v < NV; v++) acc[kk][v] = (V){0} + init;                                     \
+    }                                                                                                \
+    for (int i = 0; i < g->fh; i++) {                                                                \
+        for (int j = 0; j < g->fw; j++) {                                                            \
+            const T *xp = xs + (size_t)i * g->dh * g->row_x + (size_t)j * g->dw * g->n;              \
+            const T *wp = w + ((size_t)(i * g->fw + j) * g->c) * g->k + k0;                          \
+            for (int c = 0; c < g->c; c++, xp += g->chan_x, wp += g->k) {                            \
+                V xv[NV];                                                                            \
+                for (int v = 0; v < NV; v++) xv[v] = FN(loadv)(xp + v * VL);                         \
+                for (int kk = 0; kk < KB; kk++) {                                                    \
+                    T wv = wp[kk];                                                                   \
+                    for (int v = 0; v < NV; v++) acc[kk][v] += xv[v] * wv;                           \
+                }                                                                                    \
+            }                                                                                        \
+        }                                                                                            \
+    }                                                                                                \
+    for (int kk = 0; kk < KB; kk++)                                                                  \
+        for (int v = 0; v < NV; v++) {                                                               \
+            V a = acc[kk][v];                                                                        \
+            if (g->relu) a = (V)((VI)a & ~(a <= (T)0)); /* max(a, 0), NaN kept */                                                  \
+            FN(storev)(ys + (size_t)kk * g->chan_y + v * VL, a);                                     \
+        }                                                                                            \
+}
+
+FWD_MK(8, 2)
+FWD_MK(4, 2)
+FWD_MK(2, 2)
+FWD_MK(1, 2)
+FWD_MK(8, 1)
+FWD_MK(4, 1)
+FWD_MK(2, 1)
+FWD_MK(1, 1)
+
+/* The last S % VL values of a span: plain loops. */
+static void FN(fwd_scalar)(const ConvGeom *g, const T *xs, const T *w, const T *b, T *ys, int count) {
+    for (int k = 0; k < g->k; k++) {
+        for (int e = 0; e < count; e++) {
+            T a = b ? b[k] : (T)0;
+            for (int i = 0; i < g->fh; i++)
+                for (int j = 0; j < g->fw; j++) {
+                    const T *xp = xs + (size_t)i * g->dh * g->row_x + (size_t)j * g->dw * g->n + e;
+                    const T *wp = w + ((size_t)(i * g->fw + j) * g->c) * g->k + k;
+                    for (int c = 0; c < g->c; c++) a += xp[(size_t)c * g->chan_x] * wp[(size_t)c * g->k];
+                }
+            if (g->relu && !(a > 0)) a = 0;
+            ys[(size_t)k * g->chan_y + e] = a;
+        }
+    }
+}
+
+#define FWD_KLOOP(NV)                                                                               \
+    do {                                                                                             \
+        int k0 = 0;                                                                                  \
+        for (; k0 + 8 <= g->k; k0 += 8) FN(fwd_8_##NV)(g, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); \
+        if (k0 + 4 <= g->k) { FN(fwd_4_##NV)(g, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); k0 += 4; } \
+        if (k0 + 2 <= g->k) { FN(fwd_2_##NV)(g, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); k0 += 2; } \
+        if (k0 + 1 <= g->k) { FN(fwd_1_##NV)(g, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); k0 += 1; } \
+    } while (0)
+
+/* y (K, H', W', N) = x (C, Hp, Wp, N) ⋆ w (FH, FW, C, K) + b, optionally max(·, 0). */
+static void FN(conv_forward)(const ConvGeom *g, const T *x, const T *w, const T *b, T *y) {
+    const size_t span = (size_t)g->wo * g->n;
+    for (int r = 0; r < g->ho; r++) {
+        const T *xr = x + (size_t)r * g->row_x;
+        T *yr = y + (size_t)r * span;
+        size_t s = 0;
+        for (; s + 2 * VL <= span; s += 2 * VL) {
+            const T *xs = xr + s;
+            T *ys = yr + s;
+            FWD_KLOOP(2);
+        }
+        for (; s + VL <= span; s += VL) {
+            const T *xs = xr + s;
+            T *ys = yr + s;
+            FWD_KLOOP(1);
+        }
+        if (s < span) FN(fwd_scalar)(g, xr + s, w, b, yr + s, (int)(span - s));
+    }
+}
+
+/* Weight-gradient micro-kernel: dw[i, j, c0..c0+CB-1, k0..k0+KB-1] += Σ over rows r0..r1-1 and the
+ * span of x[c, r + i·DH, j·DW·N + s] · dy[k, r, s]. */
+#define DW_MK(CB, KB)                                                                               \
+static inline void FN(dw_##CB##_##KB)(const ConvGeom *g, const T *x, const T *dy, int r0, int r1,   \
+                                       int i, int j, int c0, int k0, T *dw) {                        \
+    const size_t span = (size_t)g->wo * g->n;                                                        \
+    const size_t full = span - span % VL;                                                            \
+    V acc[CB][KB];                                                                                   \
+    T tail[CB][KB];                                                                                  \
+    for (int cc = 0; cc < CB; cc++)                                                                  \
+        for (int kk = 0; kk < KB; kk++) { acc[cc][kk] = (V){0}; tail[cc][kk] = 0; }                  \
+    for (int r = r0; r < r1; r++) {                                                                  \
+        const T *xr = x + (size_t)c0 * g->chan_x + (size_t)(r + i * g->dh) * g->row_x               \
+                      + (size_t)j * g->dw * g->n;                                                    \
+        const T *dr = dy + (size_t)k0 * g->chan_y + (size_t)r * span;                                \
+        for (size_t s = 0; s < full; s += VL) {                                                      \
+            V xv[CB], dv[KB];                                                                        \
+            for (int cc = 0; cc < CB; cc++) xv[cc] = FN(loadv)(xr + cc * g->chan_x + s);             \
+            for (int kk = 0; kk < KB; kk++) dv[kk] = FN(loadv)(dr + kk * g->chan_y + s);             \
+            for (int cc = 0; cc < CB; cc++)                                                          \
+                for (int kk = 0; kk < KB; kk++) acc[cc][kk] += xv[cc] * dv[kk];                      \
+        }                                                                                            \
+        for (size_t s = full; s < span; s++)                                                         \
+            for (int cc = 0; cc < CB; cc++)                                                          \
+                for (int kk = 0; kk < KB; kk++)                                                      \
+                    tail[cc][kk] += xr[cc * g->chan_x + s] * dr[kk * g->chan_y + s];                 \
+    }                                                                                                \
+    T *out = dw + ((size_t)(i * g->fw + j) * g->c + c0) * g->k + k0;                                 \
+    for (int cc = 0; cc < CB; cc++)                                                                  \
+        for (int kk = 0; kk < KB; kk++) out[(size_t)cc * g->k + kk] += FN(hsum)(acc[cc][kk]) + tail[cc][kk]; \
+}
+
+DW_MK(4, 4)
+DW_MK(4, 2)
+DW_MK(4, 1)
+DW_MK(2, 4)
+DW_MK(2, 2)
+DW_MK(2, 1)
+DW_MK(1, 4)
+DW_MK(1, 2)
+DW_MK(1, 1)
+
+#define DW_KLOOP(CB)                                                                                \
+    do {                                                                                             \
+        int k0 = 0;                                                                                  \
+        for (; k0 + 4 <= g->k; k0 += 4) FN(dw_##CB##_4)(g, x, dy, r0, r1, i, j, c0, k0, dw);         \
+        if (k0 + 2 <= g->k) { FN(dw_##CB##_2)(g, x, dy, r0, r1, i, j, c0, k0, dw); k0 += 2; }        \
+        if (k0 + 1 <= g->k) { FN(dw_##CB##_1)(g, x, dy, r0, r1, i, j, c0, k0, dw); k0 += 1; }        \
+    } while (0)
+
+/* dw (FH, FW, C, K) = Σ x-windows · dy, over blocks of output rows whose data stays in cache. */
+static void FN(conv_weight_grad)(const ConvGeom *g, const T *x, const T *dy, T *dw, int rows_per_block) {
+    memset(dw, 0, sizeof(T) * (size_t)g->fh * g->fw * g->c * g->k);
+    for (int r0 = 0; r0 < g->ho; r0 += rows_per_block) {
+        int r1 = r0 + rows_per_block < g->ho ? r0 + rows_per_block : g->ho;
+        for (int i = 0; i < g->fh; i++)
+            for (int j = 0; j < g->fw; j++) {
+                int c0 = 0;
+                for (; c0 + 4 <= g->c; c0 += 4) DW_KLOOP(4);
+                if (c0 + 2 <= g->c) { DW_KLOOP(2); c0 += 2; }
+                if (c0 + 1 <= g->c) { DW_KLOOP(1); c0 += 1; }
+            }
+    }
+}
+
+#undef FN
+#undef CAT
+#undef CAT_
