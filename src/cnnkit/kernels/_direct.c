@@ -25,6 +25,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__AVX512F__)
@@ -162,15 +163,17 @@ static PyObject *py_conv_weight_grad(PyObject *self, PyObject *args) {
     if (get_buffer(ox, &x, "x", 0, (Py_ssize_t)(g.c * g.chan_x), &kind) < 0) return NULL;
     if (get_buffer(ody, &dy, "dy", 0, (Py_ssize_t)(g.k * g.chan_y), &kind) < 0) goto fail_x;
     if (get_buffer(odw, &dw, "dw", 1, (Py_ssize_t)g.fh * g.fw * g.c * g.k, &kind) < 0) goto fail_dy;
+    int status;
     Py_BEGIN_ALLOW_THREADS
     if (kind == 'f')
-        conv_weight_grad_f32(&g, x.buf, dy.buf, dw.buf, rows_per_block);
+        status = conv_weight_grad_f32(&g, x.buf, dy.buf, dw.buf, rows_per_block);
     else
-        conv_weight_grad_f64(&g, x.buf, dy.buf, dw.buf, rows_per_block);
+        status = conv_weight_grad_f64(&g, x.buf, dy.buf, dw.buf, rows_per_block);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&dw);
     PyBuffer_Release(&dy);
     PyBuffer_Release(&x);
+    if (status < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 fail_dy:
     PyBuffer_Release(&dy);

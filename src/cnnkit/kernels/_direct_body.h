@@ -26,11 +26,12 @@ static inline void FN(fwd_##KB##_##NV)(const ConvGeom *g, const T *xs, const T *
         T init = b ? b[k0 + kk] : (T)0;                                                              \
         for (int v = 0; v < NV; v++) acc[kk][v] = (V){0} + init;                                     \
     }                                                                                                \
-    for (int i = 0; i < g->fh; i++) {                                                                \
-        for (int j = 0; j < g->fw; j++) {                                                            \
-            const T *xp = xs + (size_t)i * g->dh * g->row_x + (size_t)j * g->dw * g->n;              \
-            const T *wp = w + ((size_t)(i * g->fw + j) * g->c) * g->k + k0;                          \
-            for (int c = 0; c < g->c; c++, xp += g->chan_x, wp += g->k) {                            \
+    /* channel outermost: the FH·FW taps of one channel read nearby memory (fewer TLB misses) */   \
+    for (int c = 0; c < g->c; c++) {                                                                 \
+        for (int i = 0; i < g->fh; i++) {                                                            \
+            const T *xp = xs + (size_t)c * g->chan_x + (size_t)i * g->dh * g->row_x;                 \
+            const T *wp = w + ((size_t)i * g->fw * g->c + c) * g->k + k0;                            \
+            for (int j = 0; j < g->fw; j++, xp += (size_t)g->dw * g->n, wp += (size_t)g->c * g->k) { \
                 V xv[NV];                                                                            \
                 for (int v = 0; v < NV; v++) xv[v] = FN(loadv)(xp + v * VL);                         \
                 for (int kk = 0; kk < KB; kk++) {                                                    \
@@ -48,10 +49,12 @@ static inline void FN(fwd_##KB##_##NV)(const ConvGeom *g, const T *xs, const T *
         }                                                                                            \
 }
 
+FWD_MK(12, 2)
 FWD_MK(8, 2)
 FWD_MK(4, 2)
 FWD_MK(2, 2)
 FWD_MK(1, 2)
+FWD_MK(12, 1)
 FWD_MK(8, 1)
 FWD_MK(4, 1)
 FWD_MK(2, 1)
@@ -77,7 +80,9 @@ static void FN(fwd_scalar)(const ConvGeom *g, const T *xs, const T *w, const T *
 #define FWD_KLOOP(NV)                                                                               \
     do {                                                                                             \
         int k0 = 0;                                                                                  \
-        for (; k0 + 8 <= g->k; k0 += 8) FN(fwd_8_##NV)(g, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); \
+        for (; k0 + 12 <= g->k; k0 += 12) FN(fwd_12_##NV)(g, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); \
+        if (k0 + 8 <= g->k) { FN(fwd_8_##NV)(g, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); k0 += 8; } \
+        if (0) FN(fwd_8_##NV)(g, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); \
         if (k0 + 4 <= g->k) { FN(fwd_4_##NV)(g, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); k0 += 4; } \
         if (k0 + 2 <= g->k) { FN(fwd_2_##NV)(g, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); k0 += 2; } \
         if (k0 + 1 <= g->k) { FN(fwd_1_##NV)(g, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); k0 += 1; } \
@@ -146,27 +151,117 @@ DW_MK(1, 4)
 DW_MK(1, 2)
 DW_MK(1, 1)
 
-#define DW_KLOOP(CB)                                                                                \
+#define DW_KLOOP(CB, KSTART)                                                                        \
     do {                                                                                             \
-        int k0 = 0;                                                                                  \
+        int k0 = KSTART;                                                                             \
         for (; k0 + 4 <= g->k; k0 += 4) FN(dw_##CB##_4)(g, x, dy, r0, r1, i, j, c0, k0, dw);         \
         if (k0 + 2 <= g->k) { FN(dw_##CB##_2)(g, x, dy, r0, r1, i, j, c0, k0, dw); k0 += 2; }        \
         if (k0 + 1 <= g->k) { FN(dw_##CB##_1)(g, x, dy, r0, r1, i, j, c0, k0, dw); k0 += 1; }        \
     } while (0)
 
-/* dw (FH, FW, C, K) = Σ x-windows · dy, over blocks of output rows whose data stays in cache. */
-static void FN(conv_weight_grad)(const ConvGeom *g, const T *x, const T *dy, T *dw, int rows_per_block) {
+/* t (cols, rows) = a (rows, cols) with rows `lda` apart, in 8 × VL tiles (both sides stay in cache). */
+static void FN(transpose)(const T *a, size_t lda, int rows, size_t cols, T *t) {
+    size_t c0 = 0;
+    for (; c0 + VL <= cols; c0 += VL)
+        for (int r0 = 0; r0 < rows; r0 += 8) {
+            int r1 = r0 + 8 < rows ? r0 + 8 : rows;
+            for (int r = r0; r < r1; r++) {
+                V v = FN(loadv)(a + (size_t)r * lda + c0);
+                for (int e = 0; e < VL; e++) t[(c0 + e) * rows + r] = v[e];
+            }
+        }
+    for (; c0 < cols; c0++)
+        for (int r = 0; r < rows; r++) t[c0 * rows + r] = a[(size_t)r * lda + c0];
+}
+
+/* Weight-gradient micro-kernel vectorised along the filters, for CB (tap, channel) rows at once:
+ * out[cc][k0 : k0 + NV·VL] += Σ_s xp[cc][s] · dyt[s, k0 : …], with xp[cc] the input span that row
+ * (j, c) of tap row i reads, out[cc] its row of dw, and dyt one output row of dy transposed to
+ * (W'·N, K). */
+#define DWK_MK(CB, NV)                                                                              \
+static inline void FN(dwk_##CB##_##NV)(const T *const *xp, T *const *out, const T *dyt, size_t ldt, \
+                                        size_t span, int k0) {                                       \
+    V acc[CB][NV];                                                                                   \
+    for (int cc = 0; cc < CB; cc++)                                                                  \
+        for (int v = 0; v < NV; v++) acc[cc][v] = (V){0};                                            \
+    const T *d = dyt + k0;                                                                           \
+    for (size_t s = 0; s < span; s++, d += ldt) {                                                    \
+        V dv[NV];                                                                                    \
+        for (int v = 0; v < NV; v++) dv[v] = FN(loadv)(d + v * VL);                                  \
+        for (int cc = 0; cc < CB; cc++) {                                                            \
+            T xv = xp[cc][s];                                                                        \
+            for (int v = 0; v < NV; v++) acc[cc][v] += dv[v] * xv;                                   \
+        }                                                                                            \
+    }                                                                                                \
+    for (int cc = 0; cc < CB; cc++)                                                                  \
+        for (int v = 0; v < NV; v++) {                                                               \
+            T *o = out[cc] + k0 + v * VL;                                                            \
+            FN(storev)(o, FN(loadv)(o) + acc[cc][v]);                                                \
+        }                                                                                            \
+}
+
+#define DWK_ROWS (VBYTES == 64 ? 12 : 6) /* rows per block: 2·DWK_ROWS accumulators in registers */
+DWK_MK(DWK_ROWS, 2)
+DWK_MK(4, 2)
+DWK_MK(1, 2)
+DWK_MK(DWK_ROWS, 1)
+DWK_MK(4, 1)
+DWK_MK(1, 1)
+
+#define DWK_KLOOP(CB)                                                                               \
+    do {                                                                                             \
+        int k0 = 0;                                                                                  \
+        for (; k0 + 2 * VL <= kv; k0 += 2 * VL) FN(dwk_##CB##_2)(xp + q, op + q, dyt, kv, span, k0); \
+        if (k0 + VL <= kv) FN(dwk_##CB##_1)(xp + q, op + q, dyt, kv, span, k0);                      \
+    } while (0)
+
+/* dw (FH, FW, C, K) = Σ x-windows · dy. The first K - K mod VL filters are vectorised along the
+ * filters, one output row at a time (that row of dy transposed into a (W'·N, K) scratch block),
+ * all FW·C (tap, channel) rows of a tap row in blocks of DWK_ROWS; the rest of the filters (all
+ * of them when K < VL) as dot products along the span, over blocks of rows kept in cache.
+ * Returns -1 when the scratch memory cannot be allocated. */
+static int FN(conv_weight_grad)(const ConvGeom *g, const T *x, const T *dy, T *dw, int rows_per_block) {
     memset(dw, 0, sizeof(T) * (size_t)g->fh * g->fw * g->c * g->k);
+    const size_t span = (size_t)g->wo * g->n;
+    const int kv = g->k - g->k % VL, rows = g->fw * g->c;
+    if (kv > 0) {
+        T *dyt = malloc(sizeof(T) * span * kv);
+        const T **xp = malloc(sizeof(T *) * rows);
+        T **op = malloc(sizeof(T *) * rows);
+        if (!dyt || !xp || !op) {
+            free(dyt); free(xp); free(op);
+            return -1;
+        }
+        for (int r = 0; r < g->ho; r++) {
+            const T *dr = dy + (size_t)r * span;
+            FN(transpose)(dr, g->chan_y, kv, span, dyt); /* (K, span) -> (span, K) */
+            for (int i = 0; i < g->fh; i++) {
+                for (int j = 0; j < g->fw; j++)
+                    for (int c = 0; c < g->c; c++) {
+                        xp[j * g->c + c] = x + (size_t)c * g->chan_x + (size_t)(r + i * g->dh) * g->row_x
+                                           + (size_t)j * g->dw * g->n;
+                        op[j * g->c + c] = dw + ((size_t)(i * g->fw + j) * g->c + c) * g->k;
+                    }
+                int q = 0;
+                for (; q + DWK_ROWS <= rows; q += DWK_ROWS) DWK_KLOOP(DWK_ROWS);
+                for (; q + 4 <= rows; q += 4) DWK_KLOOP(4);
+                for (; q < rows; q++) DWK_KLOOP(1);
+            }
+        }
+        free(dyt); free(xp); free(op);
+    }
+    if (kv == g->k) return 0;
     for (int r0 = 0; r0 < g->ho; r0 += rows_per_block) {
         int r1 = r0 + rows_per_block < g->ho ? r0 + rows_per_block : g->ho;
         for (int i = 0; i < g->fh; i++)
             for (int j = 0; j < g->fw; j++) {
                 int c0 = 0;
-                for (; c0 + 4 <= g->c; c0 += 4) DW_KLOOP(4);
-                if (c0 + 2 <= g->c) { DW_KLOOP(2); c0 += 2; }
-                if (c0 + 1 <= g->c) { DW_KLOOP(1); c0 += 1; }
+                for (; c0 + 4 <= g->c; c0 += 4) DW_KLOOP(4, kv);
+                if (c0 + 2 <= g->c) { DW_KLOOP(2, kv); c0 += 2; }
+                if (c0 + 1 <= g->c) { DW_KLOOP(1, kv); c0 += 1; }
             }
     }
+    return 0;
 }
 
 #undef FN
