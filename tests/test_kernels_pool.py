@@ -1,4 +1,8 @@
-"""Pooling kernels: equal to the loop oracle, PyTorch's tie rule, dtype kept, both backward paths."""
+"""Pooling kernels: equal to the loop oracle, PyTorch's tie rule, dtype kept, both backward paths.
+
+Max pooling runs in the compiled helper (float32/float64, at most 256 taps) or in NumPy (other
+dtypes, larger windows); the ``max_path`` fixture runs the max-pool tests under each, the NumPy one
+forced through ``_native_max``."""
 
 from __future__ import annotations
 
@@ -10,9 +14,17 @@ import pytest
 
 import reference as ref
 from cnnkit import shapes
+from cnnkit.kernels import pool as pool_module
 from cnnkit.kernels.layout import from_batch_minor, is_batch_minor
 from cnnkit.kernels.pool import (avgpool2d_backward, avgpool2d_forward, global_avgpool_backward,
                                  global_avgpool_forward, maxpool2d_backward, maxpool2d_forward, maxpool2d_values)
+
+
+@pytest.fixture(params=["native", "numpy"])
+def max_path(request, monkeypatch):
+    if request.param == "numpy":
+        monkeypatch.setattr(pool_module, "_native_max", lambda dtype, size: False)
+    return request.param
 
 
 def _cases():
@@ -42,7 +54,7 @@ def _in_layout(x: np.ndarray, layout: str) -> np.ndarray:
 
 @pytest.mark.parametrize("layout", ["nhwc", "batch-minor"])
 @pytest.mark.parametrize("hw, size, stride, pads, c", _cases())
-def test_maxpool_equals_the_loop_oracle(hw, size, stride, pads, c, layout):
+def test_maxpool_equals_the_loop_oracle(hw, size, stride, pads, c, layout, max_path):
     rng = np.random.default_rng(zlib.crc32(repr((hw, size, stride, pads, c)).encode()))
     x = _distinct(rng, (2, *hw, c))
     xl = _in_layout(x, layout)
@@ -81,7 +93,7 @@ def test_global_avgpool_equals_the_loop_oracle(rng):
 
 
 @pytest.mark.parametrize("stride", [(2, 2), (1, 1)], ids=["non-overlapping", "overlapping"])
-def test_maxpool_ties_go_to_the_first_maximum_in_row_major_order(stride):
+def test_maxpool_ties_go_to_the_first_maximum_in_row_major_order(stride, max_path):
     x = np.zeros((1, 4, 4, 2))
     x[..., 1] = 5.0  # channel 1: every element ties
     x[0, 0, 1, 0] = x[0, 1, 0, 0] = 3.0  # channel 0, first window: tie between (0, 1) and (1, 0)
@@ -98,10 +110,31 @@ def test_maxpool_ties_go_to_the_first_maximum_in_row_major_order(stride):
     np.testing.assert_array_equal(dx[0, :, :, 1], expected)
 
 
-def test_maxpool_padding_is_minus_infinity_not_zero():
+def test_maxpool_padding_is_minus_infinity_not_zero(max_path):
     x = -np.ones((1, 2, 2, 1))  # all negative: a zero pad would win
     y, _ = maxpool2d_forward(x, (2, 2), (1, 1), ((1, 1), (1, 1)))
     np.testing.assert_array_equal(y, -np.ones((1, 3, 3, 1)))
+    np.testing.assert_array_equal(maxpool2d_values(x, (2, 2), (1, 1), ((1, 1), (1, 1))), y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_compiled_maxpool_equals_numpy_with_nans_infinities_and_ties(dtype, monkeypatch):
+    """Values and argmax of the compiled kernel are those of the NumPy one, bit for bit, on inputs
+    full of ties, NaNs and ±inf, with padding (a padded tap 0 starts its window at -inf); dx too,
+    up to the order in which overlapping windows add into an input."""
+    rng = np.random.default_rng(7)
+    x = rng.choice(np.array([0.0, 1.0, -1.0, np.nan, np.inf, -np.inf], dtype), size=(3, 7, 6, 5))
+    pads = ((1, 0), (1, 1))
+    native = maxpool2d_forward(x, (3, 2), (2, 1), pads)
+    dy = rng.standard_normal(native[0].shape).astype(dtype)
+    dx_native = maxpool2d_backward(dy, native[1])
+    values = maxpool2d_values(x, (3, 2), (2, 1), pads)
+    monkeypatch.setattr(pool_module, "_native_max", lambda dtype, size: False)
+    numpy = maxpool2d_forward(x, (3, 2), (2, 1), pads)
+    np.testing.assert_array_equal(native[0], numpy[0])
+    np.testing.assert_array_equal(values, numpy[0])
+    np.testing.assert_array_equal(native[1][0], numpy[1][0])
+    np.testing.assert_allclose(dx_native, maxpool2d_backward(dy, numpy[1]), rtol=1e-6 if dtype == np.float32 else 1e-14)
 
 
 def test_avgpool_counts_the_padding():
@@ -110,7 +143,7 @@ def test_avgpool_counts_the_padding():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_pooling_keeps_the_dtype(dtype, rng):
+def test_pooling_keeps_the_dtype(dtype, rng, max_path):
     x = rng.standard_normal((2, 6, 6, 3)).astype(dtype)
     for fwd, bwd in [(maxpool2d_forward, maxpool2d_backward), (avgpool2d_forward, avgpool2d_backward)]:
         for stride in [(2, 2), (1, 1)]:

@@ -22,7 +22,7 @@ given is never changed):
    whose ``__array_ufunc__`` clocks what is done to them, so ``a @ b`` is seen too). A ``matmul``
    call (or ``np.dot``, ``einsum``, ``tensordot``) counts as a **matrix multiply**, with 2·m·k·n
    FLOPs from its operand shapes, and a call of the compiled direct convolution
-   (:mod:`cnnkit.kernels._direct`) as a **convolution**, in the same category, with its FLOPs;
+   (:mod:`cnnkit.kernels._native`) as a **convolution**, in the same category, with its FLOPs;
    any other ufunc call, reductions included, as **element-wise**. What remains of a layer's time from the timing pass is **copies and other**:
    the im2col and pooling copies made by assignment, allocations and page faults, Python.
 

@@ -12,7 +12,7 @@ Inside :func:`observing` (and only there):
 
 A ``matmul`` ufunc call, or ``np.dot``/``einsum``/``tensordot``/``inner``/``vdot``, counts as a
 matrix multiply, with 2·m·k·n FLOPs from the operand shapes (``matmul`` and ``dot`` only); so does
-a call of the compiled direct convolution (:mod:`cnnkit.kernels._direct`, as
+a call of the compiled direct convolution (:mod:`cnnkit.kernels._native`, as
 :mod:`cnnkit.kernels.conv` calls it), with 2·C·FH·FW·K·H'·W'·N FLOPs from its geometry arguments;
 any other ufunc call (reductions included) as element-wise. Time is charged to the *bucket* (layer,
 phase) the calling thread entered with :meth:`Recorder.enter` (a worker thread that entered none
@@ -219,17 +219,17 @@ def observing(params: Sequence = ()) -> Iterator[Recorder]:
     originals = [p.value for p in params]
     from .kernels import conv
 
-    direct = conv._direct
+    direct = conv._native
     try:
         _RECORDER = recorder
-        conv._direct = _DirectProxy(direct)
+        conv._native = _DirectProxy(direct)
         for mod in modules:
             mod.np = proxy
         for p in params:
             p.value = p.value.view(_Traced)
         yield recorder
     finally:
-        conv._direct = direct
+        conv._native = direct
         for mod in modules:
             mod.np = np
         for p, v in zip(params, originals):

@@ -5,7 +5,7 @@ the formula (H + top + bottom - F_eff)/S + 1 with F_eff = D(F - 1) + 1; :mod:`cn
 decides whether a size is allowed, the kernel only computes.
 
 **Stride 1: direct, batch-minor** (every conv of the built-in models). The compiled helper
-:mod:`cnnkit.kernels._direct` works on batch-minor (C, H, W, N) memory (see
+:mod:`cnnkit.kernels._native` works on batch-minor (C, H, W, N) memory (see
 :mod:`cnnkit.kernels.layout`): with the batch innermost, tap (i, j) of channel c adds a scaled,
 shifted *contiguous* span of input row r + i to output row r, so no column matrix is ever made.
 
@@ -52,7 +52,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..shapes import conv_output_size
-from . import _direct
+from . import _native
 from .layout import from_batch_minor, scatter_taps, taps_view, tiles, to_batch_minor
 from .scratch import buffer as _buffer
 from .scratch import ones as _ones
@@ -355,7 +355,7 @@ def _forward_direct(x, w, b, g: _Geometry, workspace, relu: bool):
         xpc = to_batch_minor(x)  # (C, H, W, N): a view when x is batch-minor already
     yc = np.empty((g.k, g.ho, g.wo, g.n), x.dtype)  # (K, H', W', N)
     b = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
-    _direct.conv_forward(xpc, np.ascontiguousarray(w), b, yc, *_direct_geometry(g, g.c, g.padded_hw, g.k,
+    _native.conv_forward(xpc, np.ascontiguousarray(w), b, yc, *_direct_geometry(g, g.c, g.padded_hw, g.k,
                                                                                  (g.ho, g.wo)), relu)
     return from_batch_minor(yc), xpc
 
@@ -368,7 +368,7 @@ def _backward_direct(dy, xpc, w, g: _Geometry, need_dx, has_bias, workspace, rel
     dw = np.empty(w.shape, dy.dtype)
     # rows per block of the weight gradient: its input rows and dy rows in the core's L1 cache
     row_bytes = (g.c * g.padded_hw[1] + g.k * g.wo) * g.n * dy.itemsize
-    _direct.conv_weight_grad(xpc, dyc, dw, *_direct_geometry(g, g.c, g.padded_hw, g.k, (g.ho, g.wo)),
+    _native.conv_weight_grad(xpc, dyc, dw, *_direct_geometry(g, g.c, g.padded_hw, g.k, (g.ho, g.wo)),
                              max(1, DIRECT_DW_BYTES // row_bytes))
     if not need_dx:
         return None, dw, db
@@ -380,6 +380,6 @@ def _backward_direct(dy, xpc, w, g: _Geometry, need_dx, has_bias, workspace, rel
     z = _placed(workspace, "z_direct", dyc, (g.k, g.h + eh, g.wd + ew, g.n), eh - pt, ew - pl)
     w_flip = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))  # (FH, FW, K, C)
     dxc = np.empty((g.c, g.h, g.wd, g.n), dy.dtype)  # (C, H, W, N)
-    _direct.conv_forward(z, w_flip, None, dxc, *_direct_geometry(g, g.k, (g.h + eh, g.wd + ew), g.c, (g.h, g.wd)),
+    _native.conv_forward(z, w_flip, None, dxc, *_direct_geometry(g, g.k, (g.h + eh, g.wd + ew), g.c, (g.h, g.wd)),
                          False)
     return from_batch_minor(dxc), dw, db

@@ -9,7 +9,9 @@ that the FH·FW passes that follow run over long contiguous rows — no loop ove
 
 * Max pooling pads with -inf and remembers, per output, the offset k = i·FW + j of the *first*
   maximum in row-major order (PyTorch's tie rule: a later tap must be strictly greater to win).
-  Backward routes dy to that one input.
+  Backward routes dy to that one input. In float32/float64 with at most 256 taps it runs in the
+  compiled helper :mod:`cnnkit.kernels._native` (one pass over the input, no tap-major copy; the
+  same values, ties and NaNs as the NumPy version below, which other dtypes use).
 * Average pooling pads with zeros that count in the average, so every window divides by FH·FW
   (PyTorch's default ``count_include_pad=True``).
 * When windows do not overlap (S >= F on both axes) backward writes each input once instead of
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..shapes import conv_output_size
+from . import _native
 from .layout import from_batch_minor, is_batch_minor, taps_view, to_batch_minor
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -127,8 +130,23 @@ def maxpool2d_forward(x: np.ndarray, size, stride, pads: Pads = ((0, 0), (0, 0))
     return _public(y, bm), (*cache, bm)
 
 
+def _native_max(dtype, size) -> bool:
+    """Max pooling in the compiled helper: float32/float64, at most 256 taps (a uint8 argmax)."""
+    return dtype in (np.float32, np.float64) and size[0] * size[1] <= 256
+
+
+def _native_geometry(x_shape, size, stride, pads, out_hw):
+    return tuple(x_shape), tuple(size), tuple(stride), (pads[0][0], pads[1][0]), tuple(out_hw)
+
+
 def _max_forward(x, size, stride, pads):
     _, _, ho, wo = _geometry(x.shape, size, stride, pads)
+    if _native_max(x.dtype, size):
+        x = np.ascontiguousarray(x)
+        y = np.empty((x.shape[0], ho, wo, x.shape[3]), x.dtype)
+        argmax = np.empty(y.shape, np.uint8)  # offset k = i·FW + j of the first maximum
+        _native.maxpool_forward(x, y, argmax, *_native_geometry(x.shape, size, stride, pads, (ho, wo)))
+        return y, (argmax, x.shape, size, stride, tuple(map(tuple, pads)))
     taps = _tap_major(_pad(x, pads, -np.inf), size, stride, (ho, wo))
     y = taps[0].copy()
     index = np.min_scalar_type(len(taps) - 1).type
@@ -150,6 +168,11 @@ def maxpool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     argmax, x_shape, size, stride, pads, bm = cache
     dy = to_batch_minor(dy) if bm else dy
     out_hw = argmax.shape[1:3]
+    if _native_max(dy.dtype, size) and argmax.dtype == np.uint8:
+        dx = np.empty(x_shape, dy.dtype)
+        _native.maxpool_backward(np.ascontiguousarray(dy), argmax, dx,
+                                 *_native_geometry(x_shape, size, stride, pads, out_hw))
+        return _public(dx, bm)
     fh, fw = size
     non_overlapping = stride[0] >= fh and stride[1] >= fw
     g = np.empty((fh * fw, *argmax.shape), dy.dtype)
@@ -173,6 +196,11 @@ def maxpool2d_values(x: np.ndarray, size, stride, pads: Pads = ((0, 0), (0, 0)))
     a, bm = _kernel_order(x)
     size, stride = tuple(size), tuple(stride)
     _, _, ho, wo = _geometry(a.shape, size, stride, pads)
+    if _native_max(a.dtype, size):
+        a = np.ascontiguousarray(a)
+        y = np.empty((a.shape[0], ho, wo, a.shape[3]), a.dtype)
+        _native.maxpool_forward(a, y, None, *_native_geometry(a.shape, size, stride, pads, (ho, wo)))
+        return _public(y, bm)
     view = _taps(_pad(a, pads, -np.inf), size, stride, (ho, wo))  # (FH, FW, N, H', W', C)
     y = view[0, 0].copy()
     for k in range(1, size[0] * size[1]):

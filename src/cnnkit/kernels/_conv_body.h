@@ -1,7 +1,7 @@
 /* Direct stride-1 convolution in batch-minor (C, H, W, N) memory, for one element type.
  *
- * Included twice by _direct.c, with T (float or double), V (a GCC vector of T), VL (its length)
- * and SFX (a name suffix) defined. See _direct.c for the layout and the blocking.
+ * Included twice by _native.c, with T (float or double), V (a GCC vector of T), VL (its length)
+ * and SFX (a name suffix) defined. See _native.c for the layout and the blocking.
  */
 
 #define CAT_(a, b) a##b

@@ -1,4 +1,5 @@
-/* cnnkit.kernels._direct: direct stride-1 convolution in batch-minor memory (compiled helper).
+/* cnnkit.kernels._native: cnnkit's compiled helper — direct stride-1 convolution in batch-minor
+ * memory, and max pooling (_pool_body.h).
  *
  * Layout: x (C, Hp, Wp, N) already padded, w (FH, FW, C, K) (HWIO), y (K, H', W', N), all
  * C-contiguous, float32 or float64. With the batch innermost, output row r of filter k is one
@@ -8,14 +9,15 @@
  *     y[k, r, :] = b[k] + Σ_{i, j, c} w[i, j, c, k] · x[c, r + i·DH, j·DW·N : j·DW·N + W'·N]
  *
  * so the convolution is a sum of shifted, scaled copies (no im2col matrix is ever made). The
- * forward micro-kernel keeps a block of 8 filters × 2 SIMD vectors of the span in registers and
- * runs the whole FH·FW·C reduction over it (per step: 2 vector loads, 8 broadcasts, 16 FMAs).
- * The weight gradient is the matching dot product
+ * forward micro-kernel keeps a block of 12 filters × 2 SIMD vectors of the span in registers and
+ * runs the whole FH·FW·C reduction over it (per step: 2 vector loads, 12 broadcasts, 24 FMAs).
+ * The weight gradient is the matching sum of products
  *
  *     dw[i, j, c, k] = Σ_r x[c, r + i·DH, j·DW·N : …] · dy[k, r, :]
  *
- * kept as a 4 × 4 block of (channel, filter) vector accumulators over blocks of rows small enough
- * to stay in cache. The input gradient at stride 1 is a forward convolution of the zero-padded dy
+ * computed per output row with dy's row transposed to (W'·N, K), so that the vectors run along the
+ * filters: a block of 12 (tap, channel) rows × 2 vectors of filters is kept in registers while the
+ * span streams by (per step: 2 vector loads, 12 broadcasts, 24 FMAs). The input gradient at stride 1 is a forward convolution of the zero-padded dy
  * with the flipped kernel (cnnkit.kernels.conv does that with conv_forward).
  *
  * The Python wrappers check every buffer's type, contiguity and size against the geometry before
@@ -25,6 +27,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,12 +49,17 @@ typedef struct {
     size_t chan_x, row_x, chan_y;
 } ConvGeom;
 
+typedef struct {
+    int a, h, w, b, fh, fw, sh, sw, pt, pl, ho, wo;
+} PoolGeom;
+
 #define T float
 #define V vf
 #define VI vfi
 #define VL ((int)(VBYTES / sizeof(float)))
 #define SFX _f32
-#include "_direct_body.h"
+#include "_conv_body.h"
+#include "_pool_body.h"
 #undef T
 #undef V
 #undef VI
@@ -63,7 +71,8 @@ typedef struct {
 #define VI vdi
 #define VL ((int)(VBYTES / sizeof(double)))
 #define SFX _f64
-#include "_direct_body.h"
+#include "_conv_body.h"
+#include "_pool_body.h"
 #undef T
 #undef V
 #undef VI
@@ -78,7 +87,7 @@ static int get_buffer(PyObject *obj, Py_buffer *view, const char *name, int writ
                       char *kind) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0) {
-        PyErr_Format(PyExc_ValueError, "_direct: %s must be a C-contiguous%s float32/float64 array", name,
+        PyErr_Format(PyExc_ValueError, "_native: %s must be a C-contiguous%s float32/float64 array", name,
                      writable ? ", writable" : "");
         return -1;
     }
@@ -87,14 +96,14 @@ static int get_buffer(PyObject *obj, Py_buffer *view, const char *name, int writ
     char k = (f[0] == 'f' && f[1] == 0 && view->itemsize == 4) ? 'f'
            : (f[0] == 'd' && f[1] == 0 && view->itemsize == 8) ? 'd' : 0;
     if (!k || (*kind && k != *kind)) {
-        PyErr_Format(PyExc_ValueError, "_direct: %s must be float32 or float64, like the other arrays "
+        PyErr_Format(PyExc_ValueError, "_native: %s must be float32 or float64, like the other arrays "
                      "(received format '%s')", name, view->format ? view->format : "B");
         PyBuffer_Release(view);
         return -1;
     }
     *kind = k;
     if (view->len / view->itemsize < need) {
-        PyErr_Format(PyExc_ValueError, "_direct: %s holds %zd values; the geometry needs %zd", name,
+        PyErr_Format(PyExc_ValueError, "_native: %s holds %zd values; the geometry needs %zd", name,
                      view->len / view->itemsize, need);
         PyBuffer_Release(view);
         return -1;
@@ -106,7 +115,7 @@ static int check_geometry(ConvGeom *g) {
     if (g->c < 1 || g->hp < 1 || g->wp < 1 || g->n < 1 || g->fh < 1 || g->fw < 1 || g->k < 1 || g->ho < 1 ||
         g->wo < 1 || g->dh < 1 || g->dw < 1 || g->ho + (g->fh - 1) * g->dh > g->hp ||
         g->wo + (g->fw - 1) * g->dw > g->wp) {
-        PyErr_SetString(PyExc_ValueError, "_direct: inconsistent convolution geometry");
+        PyErr_SetString(PyExc_ValueError, "_native: inconsistent convolution geometry");
         return -1;
     }
     g->row_x = (size_t)g->wp * g->n;
@@ -182,6 +191,90 @@ fail_x:
     return NULL;
 }
 
+static int pool_geometry(PoolGeom *g) {
+    if (g->a < 1 || g->h < 1 || g->w < 1 || g->b < 1 || g->fh < 1 || g->fw < 1 || g->fh * g->fw > 256 ||
+        g->sh < 1 || g->sw < 1 || g->pt < 0 || g->pl < 0 || g->ho < 1 || g->wo < 1) {
+        PyErr_SetString(PyExc_ValueError, "_native: inconsistent pooling geometry (at most 256 taps)");
+        return -1;
+    }
+    return 0;
+}
+
+/* Get a C-contiguous uint8 buffer of at least `need` bytes. */
+static int get_index_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t need) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
+    const char *f = view->format ? view->format : "B";
+    if (*f == '<' || *f == '=' || *f == '@' || *f == '|') f++;
+    if (view->itemsize != 1 || f[0] != 'B' || f[1] != 0 || view->len < need) {
+        PyErr_Format(PyExc_ValueError, "_native: argmax must be a C-contiguous uint8 array of %zd values", need);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_maxpool_forward(PyObject *self, PyObject *args) {
+    PyObject *ox, *oy, *oam;
+    PoolGeom g;
+    if (!PyArg_ParseTuple(args, "OOO(iiii)(ii)(ii)(ii)(ii):maxpool_forward", &ox, &oy, &oam, &g.a, &g.h, &g.w,
+                          &g.b, &g.fh, &g.fw, &g.sh, &g.sw, &g.pt, &g.pl, &g.ho, &g.wo))
+        return NULL;
+    if (pool_geometry(&g) < 0) return NULL;
+    Py_ssize_t n_in = (Py_ssize_t)g.a * g.h * g.w * g.b, n_out = (Py_ssize_t)g.a * g.ho * g.wo * g.b;
+    Py_buffer x, y, am;
+    char kind = 0;
+    int has_am = oam != Py_None;
+    if (get_buffer(ox, &x, "x", 0, n_in, &kind) < 0) return NULL;
+    if (get_buffer(oy, &y, "y", 1, n_out, &kind) < 0) goto fail_x;
+    if (has_am && get_index_buffer(oam, &am, 1, n_out) < 0) goto fail_y;
+    Py_BEGIN_ALLOW_THREADS
+    if (kind == 'f')
+        maxpool_forward_f32(&g, x.buf, y.buf, has_am ? am.buf : NULL);
+    else
+        maxpool_forward_f64(&g, x.buf, y.buf, has_am ? am.buf : NULL);
+    Py_END_ALLOW_THREADS
+    if (has_am) PyBuffer_Release(&am);
+    PyBuffer_Release(&y);
+    PyBuffer_Release(&x);
+    Py_RETURN_NONE;
+fail_y:
+    PyBuffer_Release(&y);
+fail_x:
+    PyBuffer_Release(&x);
+    return NULL;
+}
+
+static PyObject *py_maxpool_backward(PyObject *self, PyObject *args) {
+    PyObject *ody, *oam, *odx;
+    PoolGeom g;
+    if (!PyArg_ParseTuple(args, "OOO(iiii)(ii)(ii)(ii)(ii):maxpool_backward", &ody, &oam, &odx, &g.a, &g.h, &g.w,
+                          &g.b, &g.fh, &g.fw, &g.sh, &g.sw, &g.pt, &g.pl, &g.ho, &g.wo))
+        return NULL;
+    if (pool_geometry(&g) < 0) return NULL;
+    Py_ssize_t n_in = (Py_ssize_t)g.a * g.h * g.w * g.b, n_out = (Py_ssize_t)g.a * g.ho * g.wo * g.b;
+    Py_buffer dy, am, dx;
+    char kind = 0;
+    if (get_buffer(ody, &dy, "dy", 0, n_out, &kind) < 0) return NULL;
+    if (get_index_buffer(oam, &am, 0, n_out) < 0) goto fail_dy;
+    if (get_buffer(odx, &dx, "dx", 1, n_in, &kind) < 0) goto fail_am;
+    Py_BEGIN_ALLOW_THREADS
+    if (kind == 'f')
+        maxpool_backward_f32(&g, dy.buf, am.buf, dx.buf);
+    else
+        maxpool_backward_f64(&g, dy.buf, am.buf, dx.buf);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&dx);
+    PyBuffer_Release(&am);
+    PyBuffer_Release(&dy);
+    Py_RETURN_NONE;
+fail_am:
+    PyBuffer_Release(&am);
+fail_dy:
+    PyBuffer_Release(&dy);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"conv_forward", py_conv_forward, METH_VARARGS,
      "conv_forward(x, w, b, y, (C, Hp, Wp, N), (FH, FW, K), (H', W'), (DH, DW), relu): y = x ⋆ w + b "
@@ -189,13 +282,19 @@ static PyMethodDef methods[] = {
     {"conv_weight_grad", py_conv_weight_grad, METH_VARARGS,
      "conv_weight_grad(x, dy, dw, (C, Hp, Wp, N), (FH, FW, K), (H', W'), (DH, DW), rows_per_block): "
      "dw = Σ windows of x · dy (stride 1), written into dw."},
+    {"maxpool_forward", py_maxpool_forward, METH_VARARGS,
+     "maxpool_forward(x, y, argmax or None, (A, H, W, B), (FH, FW), (SH, SW), (top, left), (H', W')): max "
+     "pooling of (A, H, W, B) arrays (B innermost) with -inf padding, written into y (and argmax, uint8)."},
+    {"maxpool_backward", py_maxpool_backward, METH_VARARGS,
+     "maxpool_backward(dy, argmax, dx, (A, H, W, B), (FH, FW), (SH, SW), (top, left), (H', W')): dx, "
+     "each dy routed to its window's argmax."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_direct",
-                                    "Direct stride-1 convolution kernels in batch-minor memory.", -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native",
+                                    "cnnkit's compiled kernels: direct stride-1 convolution in batch-minor memory, and max pooling.", -1, methods};
 
-PyMODINIT_FUNC PyInit__direct(void) {
+PyMODINIT_FUNC PyInit__native(void) {
     PyObject *m = PyModule_Create(&module);
     if (m && PyModule_AddIntConstant(m, "VECTOR_BYTES", VBYTES) < 0) {
         Py_DECREF(m);
