@@ -59,11 +59,12 @@ from .workers import drive as _drive
 from .workers import runner as _runner
 
 MIN_SHARD = 4  # images per shard at least
-# Multiply-accumulates per shard at least. Small shards are bound by the Python work between NumPy
-# calls, which holds the GIL, so two threads then run no faster than one: LeNet-5 training at batch
-# 64 ran at 0.92x in two shards of 32 (40 M MACs each) and 1.37x at batch 256 (160 M each);
-# LeNet-5 inference at batch 256 1.34x (53 M each), CIFAR-net 1.55x (quiet 2-core machine).
-MIN_SHARD_MACS = 50_000_000
+# Multiply-accumulates per shard at least. Very small shards are bound by the Python work between
+# kernel calls, which holds the GIL, so two threads then run no faster than one. With the NumPy
+# im2col kernels LeNet-5 training at batch 64 ran at 0.92x in two shards of 32 (40 M MACs each);
+# since convolution and pooling run in the compiled helper (GIL released) the same two shards run
+# it 1.30x faster than one shard (20,400 against 15,700 images/s, quiet 2-core machine).
+MIN_SHARD_MACS = 10_000_000
 MAX_THREADS = 8
 INFER_BYTES = 8 << 20  # inference: the largest layer output of one shard's batch at most (if one image fits)
 

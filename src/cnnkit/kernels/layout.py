@@ -3,13 +3,14 @@
 Every array a kernel takes or returns has the public shape (N, H, W, C). Its *memory* may be in
 one of two orders:
 
-* **NHWC** (C-contiguous, the public layout): channels innermost. Best when C is large: an im2col
-  row (FH·FW·C values) is a few long runs and one GEMM with K columns does the work.
+* **NHWC** (C-contiguous, the public layout): channels innermost. The im2col path (convolutions
+  with stride > 1) works in it: an im2col row (FH·FW·C values) is a few runs and one GEMM with K
+  columns does the work.
 * **CHWN** ("batch-minor"): batch innermost, the array is ``xc.transpose(3, 1, 2, 0)`` of a
-  C-contiguous (C, H, W, N) array ``xc``. With few channels (LeNet's 1 and 6) NHWC runs are only
-  C values long, while every spatial shift of a CHWN array copies runs of W'·N values, and a
-  GEMM ``w2dᵀ · cols`` with a long N·H'·W' side replaces one with a narrow K. Measured on LeNet's
-  conv layers (batch 32–64, one thread): forward 1.8×, backward 2.3–3.5× faster than NHWC.
+  C-contiguous (C, H, W, N) array ``xc``. Every spatial shift of a CHWN array is a run of W'·N
+  contiguous values, whatever the channel count, which is what the direct stride-1 convolution of
+  :mod:`cnnkit.kernels.conv` is built on: its inputs and outputs are CHWN, and so are the ReLU and
+  pooling between them.
 
 A CHWN array viewed as (N, H, W, C) *is* an ordinary NumPy array of that shape, so any consumer
 that does not know about layouts (a reshape, ``np.ascontiguousarray``, a user) gets the right
@@ -21,8 +22,6 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
-
-SMALL_CHANNELS = 16  # a conv with at most this many input and output channels runs batch-minor
 
 
 def is_batch_minor(x: np.ndarray) -> bool:
