@@ -19,32 +19,28 @@ static inline T FN(hsum)(V v) {
 /* Forward micro-kernel: output rows k0..k0+KB-1 (one filter each), NV vectors of the span from s.
  * xs points at x[0, r, 0, 0] + s; ys at y[k0, r, 0, 0] + s. */
 #define FWD_MK(KB, NV)                                                                              \
-static inline void FN(fwd_##KB##_##NV)(const ConvGeom *g, const T *xs, const T *w, int k0,          \
-                                        const T *b, T *ys) {                                         \
+static inline void FN(fwd_##KB##_##NV)(const ConvGeom *g, const size_t *off, const T *xs, const T *w, \
+                                        int k0, const T *b, T *ys) {                                 \
     V acc[KB][NV];                                                                                   \
     for (int kk = 0; kk < KB; kk++) {                                                                \
         T init = b ? b[k0 + kk] : (T)0;                                                              \
         for (int v = 0; v < NV; v++) acc[kk][v] = (V){0} + init;                                     \
     }                                                                                                \
-    /* channel outermost: the FH·FW taps of one channel read nearby memory (fewer TLB misses) */   \
-    for (int c = 0; c < g->c; c++) {                                                                 \
-        for (int i = 0; i < g->fh; i++) {                                                            \
-            const T *xp = xs + (size_t)c * g->chan_x + (size_t)i * g->dh * g->row_x;                 \
-            const T *wp = w + ((size_t)i * g->fw * g->c + c) * g->k + k0;                            \
-            for (int j = 0; j < g->fw; j++, xp += (size_t)g->dw * g->n, wp += (size_t)g->c * g->k) { \
-                V xv[NV];                                                                            \
-                for (int v = 0; v < NV; v++) xv[v] = FN(loadv)(xp + v * VL);                         \
-                for (int kk = 0; kk < KB; kk++) {                                                    \
-                    T wv = wp[kk];                                                                   \
-                    for (int v = 0; v < NV; v++) acc[kk][v] += xv[v] * wv;                           \
-                }                                                                                    \
-            }                                                                                        \
+    const int taps = g->fh * g->fw * g->c;                                                           \
+    const T *wp = w + k0;                                                                            \
+    for (int q = 0; q < taps; q++, wp += g->k) { /* one flat loop over the (i, j, c) rows */        \
+        const T *xp = xs + off[q];                                                                   \
+        V xv[NV];                                                                                    \
+        for (int v = 0; v < NV; v++) xv[v] = FN(loadv)(xp + v * VL);                                 \
+        for (int kk = 0; kk < KB; kk++) {                                                            \
+            T wv = wp[kk];                                                                           \
+            for (int v = 0; v < NV; v++) acc[kk][v] += xv[v] * wv;                                   \
         }                                                                                            \
     }                                                                                                \
     for (int kk = 0; kk < KB; kk++)                                                                  \
         for (int v = 0; v < NV; v++) {                                                               \
             V a = acc[kk][v];                                                                        \
-            if (g->relu) a = (V)((VI)a & ~(a <= (T)0)); /* max(a, 0), NaN kept */                                                  \
+            if (g->relu) a = (V)((VI)a & ~(a <= (T)0)); /* max(a, 0), NaN kept */                    \
             FN(storev)(ys + (size_t)kk * g->chan_y + v * VL, a);                                     \
         }                                                                                            \
 }
@@ -80,17 +76,24 @@ static void FN(fwd_scalar)(const ConvGeom *g, const T *xs, const T *w, const T *
 #define FWD_KLOOP(NV)                                                                               \
     do {                                                                                             \
         int k0 = 0;                                                                                  \
-        for (; k0 + 12 <= g->k; k0 += 12) FN(fwd_12_##NV)(g, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); \
-        if (k0 + 8 <= g->k) { FN(fwd_8_##NV)(g, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); k0 += 8; } \
-        if (0) FN(fwd_8_##NV)(g, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); \
-        if (k0 + 4 <= g->k) { FN(fwd_4_##NV)(g, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); k0 += 4; } \
-        if (k0 + 2 <= g->k) { FN(fwd_2_##NV)(g, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); k0 += 2; } \
-        if (k0 + 1 <= g->k) { FN(fwd_1_##NV)(g, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); k0 += 1; } \
+        for (; k0 + 12 <= g->k; k0 += 12) FN(fwd_12_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); \
+        if (k0 + 8 <= g->k) { FN(fwd_8_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); k0 += 8; } \
+        if (k0 + 4 <= g->k) { FN(fwd_4_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); k0 += 4; } \
+        if (k0 + 2 <= g->k) { FN(fwd_2_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); k0 += 2; } \
+        if (k0 + 1 <= g->k) { FN(fwd_1_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); k0 += 1; } \
     } while (0)
 
-/* y (K, H', W', N) = x (C, Hp, Wp, N) ⋆ w (FH, FW, C, K) + b, optionally max(·, 0). */
-static void FN(conv_forward)(const ConvGeom *g, const T *x, const T *w, const T *b, T *y) {
+/* y (K, H', W', N) = x (C, Hp, Wp, N) ⋆ w (FH, FW, C, K) + b, optionally max(·, 0). Returns -1
+ * when the table of row offsets cannot be allocated. */
+static int FN(conv_forward)(const ConvGeom *g, const T *x, const T *w, const T *b, T *y) {
     const size_t span = (size_t)g->wo * g->n;
+    size_t *off = malloc(sizeof(size_t) * g->fh * g->fw * g->c);  /* offset of row (i, j, c) */
+    if (!off) return -1;
+    for (int i = 0; i < g->fh; i++)
+        for (int j = 0; j < g->fw; j++)
+            for (int c = 0; c < g->c; c++)
+                off[((size_t)i * g->fw + j) * g->c + c] = (size_t)c * g->chan_x + (size_t)i * g->dh * g->row_x
+                                                          + (size_t)j * g->dw * g->n;
     for (int r = 0; r < g->ho; r++) {
         const T *xr = x + (size_t)r * g->row_x;
         T *yr = y + (size_t)r * span;
@@ -107,6 +110,8 @@ static void FN(conv_forward)(const ConvGeom *g, const T *x, const T *w, const T 
         }
         if (s < span) FN(fwd_scalar)(g, xr + s, w, b, yr + s, (int)(span - s));
     }
+    free(off);
+    return 0;
 }
 
 /* Weight-gradient micro-kernel: dw[i, j, c0..c0+CB-1, k0..k0+KB-1] += Σ over rows r0..r1-1 and the
@@ -176,7 +181,7 @@ static void FN(transpose)(const T *a, size_t lda, int rows, size_t cols, T *t) {
 
 /* Weight-gradient micro-kernel vectorised along the filters, for CB (tap, channel) rows at once:
  * out[cc][k0 : k0 + NV·VL] += Σ_s xp[cc][s] · dyt[s, k0 : …], with xp[cc] the input span that row
- * (j, c) of tap row i reads, out[cc] its row of dw, and dyt one output row of dy transposed to
+ * (i, j, c) reads, out[cc] its row of dw, and dyt one output row of dy transposed to
  * (W'·N, K). */
 #define DWK_MK(CB, NV)                                                                              \
 static inline void FN(dwk_##CB##_##NV)(const T *const *xp, T *const *out, const T *dyt, size_t ldt, \
@@ -203,9 +208,11 @@ static inline void FN(dwk_##CB##_##NV)(const T *const *xp, T *const *out, const 
 #define DWK_ROWS (VBYTES == 64 ? 12 : 6) /* rows per block: 2·DWK_ROWS accumulators in registers */
 DWK_MK(DWK_ROWS, 2)
 DWK_MK(4, 2)
+DWK_MK(2, 2)
 DWK_MK(1, 2)
 DWK_MK(DWK_ROWS, 1)
 DWK_MK(4, 1)
+DWK_MK(2, 1)
 DWK_MK(1, 1)
 
 #define DWK_KLOOP(CB)                                                                               \
@@ -217,13 +224,13 @@ DWK_MK(1, 1)
 
 /* dw (FH, FW, C, K) = Σ x-windows · dy. The first K - K mod VL filters are vectorised along the
  * filters, one output row at a time (that row of dy transposed into a (W'·N, K) scratch block),
- * all FW·C (tap, channel) rows of a tap row in blocks of DWK_ROWS; the rest of the filters (all
+ * all FH·FW·C (tap, channel) rows in blocks of DWK_ROWS; the rest of the filters (all
  * of them when K < VL) as dot products along the span, over blocks of rows kept in cache.
  * Returns -1 when the scratch memory cannot be allocated. */
 static int FN(conv_weight_grad)(const ConvGeom *g, const T *x, const T *dy, T *dw, int rows_per_block) {
     memset(dw, 0, sizeof(T) * (size_t)g->fh * g->fw * g->c * g->k);
     const size_t span = (size_t)g->wo * g->n;
-    const int kv = g->k - g->k % VL, rows = g->fw * g->c;
+    const int kv = g->k - g->k % VL, rows = g->fh * g->fw * g->c;
     if (kv > 0) {
         T *dyt = malloc(sizeof(T) * span * kv);
         const T **xp = malloc(sizeof(T *) * rows);
@@ -232,21 +239,22 @@ static int FN(conv_weight_grad)(const ConvGeom *g, const T *x, const T *dy, T *d
             free(dyt); free(xp); free(op);
             return -1;
         }
+        for (int i = 0; i < g->fh; i++) /* dw row of each (i, j, c), in dw's own order */
+            for (int j = 0; j < g->fw; j++)
+                for (int c = 0; c < g->c; c++)
+                    op[(i * g->fw + j) * g->c + c] = dw + ((size_t)(i * g->fw + j) * g->c + c) * g->k;
         for (int r = 0; r < g->ho; r++) {
-            const T *dr = dy + (size_t)r * span;
-            FN(transpose)(dr, g->chan_y, kv, span, dyt); /* (K, span) -> (span, K) */
-            for (int i = 0; i < g->fh; i++) {
+            FN(transpose)(dy + (size_t)r * span, g->chan_y, kv, span, dyt); /* (K, span) -> (span, K) */
+            for (int i = 0; i < g->fh; i++) /* the input span each (i, j, c) row reads for output row r */
                 for (int j = 0; j < g->fw; j++)
-                    for (int c = 0; c < g->c; c++) {
-                        xp[j * g->c + c] = x + (size_t)c * g->chan_x + (size_t)(r + i * g->dh) * g->row_x
-                                           + (size_t)j * g->dw * g->n;
-                        op[j * g->c + c] = dw + ((size_t)(i * g->fw + j) * g->c + c) * g->k;
-                    }
-                int q = 0;
-                for (; q + DWK_ROWS <= rows; q += DWK_ROWS) DWK_KLOOP(DWK_ROWS);
-                for (; q + 4 <= rows; q += 4) DWK_KLOOP(4);
-                for (; q < rows; q++) DWK_KLOOP(1);
-            }
+                    for (int c = 0; c < g->c; c++)
+                        xp[(i * g->fw + j) * g->c + c] = x + (size_t)c * g->chan_x + (size_t)(r + i * g->dh) * g->row_x
+                                                         + (size_t)j * g->dw * g->n;
+            int q = 0;
+            for (; q + DWK_ROWS <= rows; q += DWK_ROWS) DWK_KLOOP(DWK_ROWS);
+            for (; q + 4 <= rows; q += 4) DWK_KLOOP(4);
+            for (; q + 2 <= rows; q += 2) DWK_KLOOP(2);
+            for (; q < rows; q++) DWK_KLOOP(1);
         }
         free(dyt); free(xp); free(op);
     }

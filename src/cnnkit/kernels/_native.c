@@ -138,16 +138,18 @@ static PyObject *py_conv_forward(PyObject *self, PyObject *args) {
     if (get_buffer(ow, &w, "w", 0, (Py_ssize_t)g.fh * g.fw * g.c * g.k, &kind) < 0) goto fail_x;
     if (has_b && get_buffer(ob, &b, "b", 0, g.k, &kind) < 0) goto fail_w;
     if (get_buffer(oy, &y, "y", 1, (Py_ssize_t)(g.k * g.chan_y), &kind) < 0) goto fail_b;
+    int status;
     Py_BEGIN_ALLOW_THREADS
     if (kind == 'f')
-        conv_forward_f32(&g, x.buf, w.buf, has_b ? b.buf : NULL, y.buf);
+        status = conv_forward_f32(&g, x.buf, w.buf, has_b ? b.buf : NULL, y.buf);
     else
-        conv_forward_f64(&g, x.buf, w.buf, has_b ? b.buf : NULL, y.buf);
+        status = conv_forward_f64(&g, x.buf, w.buf, has_b ? b.buf : NULL, y.buf);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&y);
     if (has_b) PyBuffer_Release(&b);
     PyBuffer_Release(&w);
     PyBuffer_Release(&x);
+    if (status < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 fail_b:
     if (has_b) PyBuffer_Release(&b);
