@@ -14,7 +14,8 @@ A ``matmul`` ufunc call, or ``np.dot``/``einsum``/``tensordot``/``inner``/``vdot
 matrix multiply, with 2·m·k·n FLOPs from the operand shapes (``matmul`` and ``dot`` only); so does
 a call of the compiled direct convolution (:mod:`cnnkit.kernels._native`, as
 :mod:`cnnkit.kernels.conv` calls it), with 2·C·FH·FW·K·H'·W'·N FLOPs from its geometry arguments;
-any other ufunc call (reductions included) as element-wise. Time is charged to the *bucket* (layer,
+any other ufunc call (reductions included), and the compiled helper's other calls (max pooling,
+the convolution backward's mask-and-place pass), as element-wise. Time is charged to the *bucket* (layer,
 phase) the calling thread entered with :meth:`Recorder.enter` (a worker thread that entered none
 is charged to the last bucket entered anywhere); a call made inside a clocked call is not counted
 twice. Everything is put back on exit, and a marked array left over behaves as a plain one.
@@ -175,9 +176,13 @@ class _NumpyProxy(types.ModuleType):
         return value
 
 
-class _DirectProxy(types.ModuleType):
-    """The compiled direct-convolution module as :mod:`cnnkit.kernels.conv` sees it: each call is
-    clocked as a matrix multiply, FLOPs from its geometry ((C, Hp, Wp, N), (FH, FW, K), (H', W'))."""
+class _NativeProxy(types.ModuleType):
+    """The compiled helper (:mod:`cnnkit.kernels._native`) as the kernel modules see it: the direct
+    convolutions are clocked as matrix multiplies, with 2·C·FH·FW·K·H'·W'·N FLOPs from their
+    geometry ((C, Hp, Wp, N), (FH, FW, K), (H', W')); its other calls (the backward's mask-and-place
+    pass, max pooling) as element-wise work."""
+
+    _CONVOLUTIONS = frozenset({"conv_forward", "conv_weight_grad"})
 
     def __init__(self, module: types.ModuleType) -> None:
         super().__init__(module.__name__)
@@ -187,13 +192,17 @@ class _DirectProxy(types.ModuleType):
         fn = getattr(self._module, name)
         if not callable(fn):
             return fn
+        convolution = name in self._CONVOLUTIONS
 
         def call(*args):
-            (c, _, _, n), (fh, fw, k), (ho, wo) = args[-5:-2]
             rec = _RECORDER
-            flops = 2 * c * fh * fw * k * ho * wo * n
             plain = tuple(_plain(a) for a in args)
-            return fn(*plain) if rec is None else rec.call(GEMM, flops, fn, *plain)
+            if rec is None:
+                return fn(*plain)
+            if convolution:
+                (c, _, _, n), (fh, fw, k), (ho, wo) = args[-5:-2]
+                return rec.call(GEMM, 2 * c * fh * fw * k * ho * wo * n, fn, *plain)
+            return rec.call(ELEMENTWISE, 0, fn, *plain)
         return call
 
 
@@ -217,19 +226,21 @@ def observing(params: Sequence = ()) -> Iterator[Recorder]:
     modules = numpy_modules()
     proxy = _NumpyProxy()
     originals = [p.value for p in params]
-    from .kernels import conv
+    from .kernels import _native, conv, pool
 
-    direct = conv._native
+    native_users = (conv, pool)
     try:
         _RECORDER = recorder
-        conv._native = _DirectProxy(direct)
+        for mod in native_users:
+            mod._native = _NativeProxy(_native)
         for mod in modules:
             mod.np = proxy
         for p in params:
             p.value = p.value.view(_Traced)
         yield recorder
     finally:
-        conv._native = direct
+        for mod in native_users:
+            mod._native = _native
         for mod in modules:
             mod.np = np
         for p, v in zip(params, originals):

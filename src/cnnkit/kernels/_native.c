@@ -28,6 +28,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -111,10 +112,30 @@ static int get_buffer(PyObject *obj, Py_buffer *view, const char *name, int writ
     return 0;
 }
 
+/* The product of `count` sizes (each >= 1) as a Py_ssize_t, or -1 with ValueError on overflow. */
+static Py_ssize_t product(int count, ...) {
+    va_list sizes;
+    va_start(sizes, count);
+    Py_ssize_t p = 1;
+    int overflow = 0;
+    for (int i = 0; i < count; i++) {
+        Py_ssize_t v = (Py_ssize_t)va_arg(sizes, int);
+        if (v < 1 || __builtin_mul_overflow(p, v, &p)) overflow = 1;
+    }
+    va_end(sizes);
+    if (overflow) {
+        PyErr_SetString(PyExc_ValueError, "_native: sizes must be >= 1 and their product must fit in memory");
+        return -1;
+    }
+    return p;
+}
+
 static int check_geometry(ConvGeom *g) {
     if (g->c < 1 || g->hp < 1 || g->wp < 1 || g->n < 1 || g->fh < 1 || g->fw < 1 || g->k < 1 || g->ho < 1 ||
-        g->wo < 1 || g->dh < 1 || g->dw < 1 || g->ho + (g->fh - 1) * g->dh > g->hp ||
-        g->wo + (g->fw - 1) * g->dw > g->wp) {
+        g->wo < 1 || g->dh < 1 || g->dw < 1 || g->ho + (long long)(g->fh - 1) * g->dh > g->hp ||
+        g->wo + (long long)(g->fw - 1) * g->dw > g->wp || product(4, g->c, g->hp, g->wp, g->n) < 0 ||
+        product(4, g->k, g->ho, g->wo, g->n) < 0 || product(4, g->fh, g->fw, g->c, g->k) < 0) {
+        PyErr_Clear();
         PyErr_SetString(PyExc_ValueError, "_native: inconsistent convolution geometry");
         return -1;
     }
@@ -134,10 +155,10 @@ static PyObject *py_conv_forward(PyObject *self, PyObject *args) {
     Py_buffer x, w, b, y;
     char kind = 0;
     int has_b = ob != Py_None;
-    if (get_buffer(ox, &x, "x", 0, (Py_ssize_t)(g.c * g.chan_x), &kind) < 0) return NULL;
-    if (get_buffer(ow, &w, "w", 0, (Py_ssize_t)g.fh * g.fw * g.c * g.k, &kind) < 0) goto fail_x;
+    if (get_buffer(ox, &x, "x", 0, product(4, g.c, g.hp, g.wp, g.n), &kind) < 0) return NULL;
+    if (get_buffer(ow, &w, "w", 0, product(4, g.fh, g.fw, g.c, g.k), &kind) < 0) goto fail_x;
     if (has_b && get_buffer(ob, &b, "b", 0, g.k, &kind) < 0) goto fail_w;
-    if (get_buffer(oy, &y, "y", 1, (Py_ssize_t)(g.k * g.chan_y), &kind) < 0) goto fail_b;
+    if (get_buffer(oy, &y, "y", 1, product(4, g.k, g.ho, g.wo, g.n), &kind) < 0) goto fail_b;
     int status;
     Py_BEGIN_ALLOW_THREADS
     if (kind == 'f')
@@ -171,9 +192,9 @@ static PyObject *py_conv_weight_grad(PyObject *self, PyObject *args) {
     if (rows_per_block < 1) rows_per_block = 1;
     Py_buffer x, dy, dw;
     char kind = 0;
-    if (get_buffer(ox, &x, "x", 0, (Py_ssize_t)(g.c * g.chan_x), &kind) < 0) return NULL;
-    if (get_buffer(ody, &dy, "dy", 0, (Py_ssize_t)(g.k * g.chan_y), &kind) < 0) goto fail_x;
-    if (get_buffer(odw, &dw, "dw", 1, (Py_ssize_t)g.fh * g.fw * g.c * g.k, &kind) < 0) goto fail_dy;
+    if (get_buffer(ox, &x, "x", 0, product(4, g.c, g.hp, g.wp, g.n), &kind) < 0) return NULL;
+    if (get_buffer(ody, &dy, "dy", 0, product(4, g.k, g.ho, g.wo, g.n), &kind) < 0) goto fail_x;
+    if (get_buffer(odw, &dw, "dw", 1, product(4, g.fh, g.fw, g.c, g.k), &kind) < 0) goto fail_dy;
     int status;
     Py_BEGIN_ALLOW_THREADS
     if (kind == 'f')
@@ -194,8 +215,12 @@ fail_x:
 }
 
 static int pool_geometry(PoolGeom *g) {
-    if (g->a < 1 || g->h < 1 || g->w < 1 || g->b < 1 || g->fh < 1 || g->fw < 1 || g->fh * g->fw > 256 ||
-        g->sh < 1 || g->sw < 1 || g->pt < 0 || g->pl < 0 || g->ho < 1 || g->wo < 1) {
+    if (g->a < 1 || g->h < 1 || g->w < 1 || g->b < 1 || g->fh < 1 || g->fw < 1 ||
+        (long long)g->fh * g->fw > 256 || g->sh < 1 || g->sw < 1 || g->pt < 0 || g->pl < 0 || g->ho < 1 ||
+        g->wo < 1 || (long long)(g->ho - 1) * g->sh + g->fh > (long long)g->h + 2LL * g->fh ||
+        (long long)(g->wo - 1) * g->sw + g->fw > (long long)g->w + 2LL * g->fw ||
+        product(4, g->a, g->h, g->w, g->b) < 0 || product(4, g->a, g->ho, g->wo, g->b) < 0) {
+        PyErr_Clear();
         PyErr_SetString(PyExc_ValueError, "_native: inconsistent pooling geometry (at most 256 taps)");
         return -1;
     }
@@ -205,7 +230,11 @@ static int pool_geometry(PoolGeom *g) {
 /* Get a C-contiguous uint8 buffer of at least `need` bytes. */
 static int get_index_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t need) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
+    if (PyObject_GetBuffer(obj, view, flags) < 0) {
+        PyErr_Format(PyExc_ValueError, "_native: argmax must be a C-contiguous%s uint8 array",
+                     writable ? ", writable" : "");
+        return -1;
+    }
     const char *f = view->format ? view->format : "B";
     if (*f == '<' || *f == '=' || *f == '@' || *f == '|') f++;
     if (view->itemsize != 1 || f[0] != 'B' || f[1] != 0 || view->len < need) {
@@ -223,7 +252,7 @@ static PyObject *py_maxpool_forward(PyObject *self, PyObject *args) {
                           &g.b, &g.fh, &g.fw, &g.sh, &g.sw, &g.pt, &g.pl, &g.ho, &g.wo))
         return NULL;
     if (pool_geometry(&g) < 0) return NULL;
-    Py_ssize_t n_in = (Py_ssize_t)g.a * g.h * g.w * g.b, n_out = (Py_ssize_t)g.a * g.ho * g.wo * g.b;
+    Py_ssize_t n_in = product(4, g.a, g.h, g.w, g.b), n_out = product(4, g.a, g.ho, g.wo, g.b);
     Py_buffer x, y, am;
     char kind = 0;
     int has_am = oam != Py_None;
@@ -254,7 +283,7 @@ static PyObject *py_maxpool_backward(PyObject *self, PyObject *args) {
                           &g.b, &g.fh, &g.fw, &g.sh, &g.sw, &g.pt, &g.pl, &g.ho, &g.wo))
         return NULL;
     if (pool_geometry(&g) < 0) return NULL;
-    Py_ssize_t n_in = (Py_ssize_t)g.a * g.h * g.w * g.b, n_out = (Py_ssize_t)g.a * g.ho * g.wo * g.b;
+    Py_ssize_t n_in = product(4, g.a, g.h, g.w, g.b), n_out = product(4, g.a, g.ho, g.wo, g.b);
     Py_buffer dy, am, dx;
     char kind = 0;
     if (get_buffer(ody, &dy, "dy", 0, n_out, &kind) < 0) return NULL;
@@ -277,6 +306,49 @@ fail_dy:
     return NULL;
 }
 
+static PyObject *py_backward_prep(PyObject *self, PyObject *args) {
+    PyObject *ody, *oy, *odym, *oz, *odb;
+    int k, ho, wo, n, hz, wz, top, left;
+    if (!PyArg_ParseTuple(args, "OOOOO(iiii)(iiii):backward_prep", &ody, &oy, &odym, &oz, &odb, &k, &ho, &wo, &n,
+                          &hz, &wz, &top, &left))
+        return NULL;
+    Py_ssize_t count = product(4, k, ho, wo, n);
+    if (count < 0) return NULL;
+    if (oz != Py_None && product(4, k, hz, wz, n) < 0) return NULL;
+    PyObject *objs[5] = {ody, oy, odym, oz, odb};
+    const char *names[5] = {"dy", "y", "dym", "z", "db"};
+    Py_ssize_t need[5] = {count, count, count, oz != Py_None ? product(4, k, hz, wz, n) : 0, k};
+    Py_buffer views[5];
+    int have[5] = {0};
+    char kind = 0;
+    for (int i = 0; i < 5; i++) {
+        if (objs[i] == Py_None) {
+            if (i == 0) {
+                PyErr_SetString(PyExc_ValueError, "_native: dy is required");
+                goto fail;
+            }
+            continue;
+        }
+        if (get_buffer(objs[i], &views[i], names[i], i >= 2, need[i], &kind) < 0) goto fail;
+        have[i] = 1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (kind == 'f')
+        backward_prep_f32(views[0].buf, have[1] ? views[1].buf : NULL, have[2] ? views[2].buf : NULL,
+                          have[3] ? views[3].buf : NULL, have[4] ? views[4].buf : NULL, k, ho, wo, n, hz, wz, top, left);
+    else
+        backward_prep_f64(views[0].buf, have[1] ? views[1].buf : NULL, have[2] ? views[2].buf : NULL,
+                          have[3] ? views[3].buf : NULL, have[4] ? views[4].buf : NULL, k, ho, wo, n, hz, wz, top, left);
+    Py_END_ALLOW_THREADS
+    for (int i = 0; i < 5; i++)
+        if (have[i]) PyBuffer_Release(&views[i]);
+    Py_RETURN_NONE;
+fail:
+    for (int i = 0; i < 5; i++)
+        if (have[i]) PyBuffer_Release(&views[i]);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"conv_forward", py_conv_forward, METH_VARARGS,
      "conv_forward(x, w, b, y, (C, Hp, Wp, N), (FH, FW, K), (H', W'), (DH, DW), relu): y = x ⋆ w + b "
@@ -284,6 +356,9 @@ static PyMethodDef methods[] = {
     {"conv_weight_grad", py_conv_weight_grad, METH_VARARGS,
      "conv_weight_grad(x, dy, dw, (C, Hp, Wp, N), (FH, FW, K), (H', W'), (DH, DW), rows_per_block): "
      "dw = Σ windows of x · dy (stride 1), written into dw."},
+    {"backward_prep", py_backward_prep, METH_VARARGS,
+     "backward_prep(dy, y or None, dym or None, z or None, db or None, (K, H', W', N), (Hz, Wz, top, left)): "
+     "in one pass, dym = dy·[y > 0], db = Σ dym per filter, z = dym placed at (top, left) in zeros."},
     {"maxpool_forward", py_maxpool_forward, METH_VARARGS,
      "maxpool_forward(x, y, argmax or None, (A, H, W, B), (FH, FW), (SH, SW), (top, left), (H', W')): max "
      "pooling of (A, H, W, B) arrays (B innermost) with -inf padding, written into y (and argmax, uint8)."},

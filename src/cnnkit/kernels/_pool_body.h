@@ -26,7 +26,7 @@ static void FN(maxpool_forward)(const PoolGeom *g, const T *x, T *y, unsigned ch
                         const int w = q * g->sw + j - g->pl;
                         const int k = i * g->fw + j;
                         const int inside = h >= 0 && h < g->h && w >= 0 && w < g->w;
-                        const T *xi = x + (((size_t)a * g->h + h) * g->w + w) * nb;
+                        const T *xi = inside ? x + (((size_t)a * g->h + h) * g->w + w) * nb : NULL;
                         if (k == 0) {
                             for (size_t e = 0; e < nb; e++) yo[e] = inside ? xi[e] : -(T)INFINITY;
                             if (am) memset(am, 0, nb);

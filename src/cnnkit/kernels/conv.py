@@ -362,24 +362,28 @@ def _forward_direct(x, w, b, g: _Geometry, workspace, relu: bool):
 
 def _backward_direct(dy, xpc, w, g: _Geometry, need_dx, has_bias, workspace, relu_y):
     dyc = to_batch_minor(dy)  # (K, H', W', N)
-    if relu_y is not None:  # the fused ReLU's mask (y is batch-minor memory: a view, no copy)
-        dyc = np.multiply(dyc, to_batch_minor(relu_y) > 0, out=_scratch(workspace, "dy_masked", dyc.shape, dyc.dtype))
-    db = dyc.reshape(g.k, -1).sum(axis=1) if has_bias else None  # long contiguous rows
-    dw = np.empty(w.shape, dy.dtype)
-    # rows per block of the weight gradient: its input rows and dy rows in the core's L1 cache
-    row_bytes = (g.c * g.padded_hw[1] + g.k * g.wo) * g.n * dy.itemsize
-    _native.conv_weight_grad(xpc, dyc, dw, *_direct_geometry(g, g.c, g.padded_hw, g.k, (g.ho, g.wo)),
-                             max(1, DIRECT_DW_BYTES // row_bytes))
-    if not need_dx:
-        return None, dw, db
-    # dx: the stride-1 correlation of dy, placed F_eff - 1 - P from the corner of a zero buffer
+    # dx: the stride-1 correlation of dy, placed F_eff - 1 - P from the corner of a zero buffer z
     # (the "full" padding of a transposed convolution), with the kernel flipped in both spatial axes
     # and C and K swapped (Dumoulin & Visin 2016, §4)
     eh, ew = g.dilation[0] * (g.fh - 1), g.dilation[1] * (g.fw - 1)  # F_eff - 1
     (pt, _), (pl, _) = g.pads
-    z = _placed(workspace, "z_direct", dyc, (g.k, g.h + eh, g.wd + ew, g.n), eh - pt, ew - pl)
+    z_shape = (g.k, g.h + eh, g.wd + ew, g.n)
+    z = _scratch(workspace, "z_direct", z_shape, dy.dtype) if need_dx else None
+    # one pass over dy: the fused ReLU's mask (y is batch-minor memory: a view), db, and z
+    dym = dyc if relu_y is None else _scratch(workspace, "dy_masked", dyc.shape, dy.dtype)
+    db = np.empty(g.k, dy.dtype) if has_bias else None
+    if relu_y is not None or z is not None or db is not None:
+        _native.backward_prep(dyc, None if relu_y is None else to_batch_minor(relu_y),
+                              None if relu_y is None else dym, z, db, dyc.shape, (*z_shape[1:3], eh - pt, ew - pl))
+    dw = np.empty(w.shape, dy.dtype)
+    # rows per block of the weight gradient's leftover filters (K mod the vector width): their
+    # input rows and dy rows in the core's L1 cache
+    row_bytes = (g.c * g.padded_hw[1] + g.k * g.wo) * g.n * dy.itemsize
+    _native.conv_weight_grad(xpc, dym, dw, *_direct_geometry(g, g.c, g.padded_hw, g.k, (g.ho, g.wo)),
+                             max(1, DIRECT_DW_BYTES // row_bytes))
+    if not need_dx:
+        return None, dw, db
     w_flip = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))  # (FH, FW, K, C)
     dxc = np.empty((g.c, g.h, g.wd, g.n), dy.dtype)  # (C, H, W, N)
-    _native.conv_forward(z, w_flip, None, dxc, *_direct_geometry(g, g.k, (g.h + eh, g.wd + ew), g.c, (g.h, g.wd)),
-                         False)
+    _native.conv_forward(z, w_flip, None, dxc, *_direct_geometry(g, g.k, z_shape[1:3], g.c, (g.h, g.wd)), False)
     return from_batch_minor(dxc), dw, db
