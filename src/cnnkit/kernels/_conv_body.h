@@ -20,7 +20,10 @@ static inline T FN(hsum)(V v) {
  * xs points at x[0, r, 0, 0] + s; ys at y[k0, r, 0, 0] + s. Per step of the reduction: NV vector
  * loads, KB broadcasts, KB·NV FMAs (24 accumulators in the main blocks: 8 × 3, or 6 × 4 when
  * there are at most 6 filters; measured against 12 × 2 on one core, CIFAR-net's convs ran 3–9 %
- * and LeNet-5's dx with 6 filters 60 % faster). */
+ * and LeNet-5's dx with 6 filters 60 % faster). When the rows one block reads do not fit in the
+ * L1 cache (g->prefetch), each step prefetches the rows FWD_PREFETCH_ROWS steps ahead: the table
+ * of offsets is a pattern the hardware cannot guess (CIFAR-net's convs 9–15 % faster; convs whose
+ * rows fit, LeNet-5's, ran 3–6 % slower with it, so they go without). */
 #define FWD_MK(KB, NV)                                                                              \
 static inline void FN(fwd_##KB##_##NV)(const ConvGeom *g, const size_t *off, const T *xs, const T *w, \
                                         int k0, const T *b, T *ys) {                                 \
@@ -33,6 +36,8 @@ static inline void FN(fwd_##KB##_##NV)(const ConvGeom *g, const size_t *off, con
     const T *wp = w + k0;                                                                            \
     for (int q = 0; q < taps; q++, wp += g->k) { /* one flat loop over the (i, j, c) rows */        \
         const T *xp = xs + off[q];                                                                   \
+        if (g->prefetch && q + FWD_PREFETCH_ROWS < taps) /* rows ahead, from L2 into L1 */          \
+            for (int v = 0; v < NV; v++) __builtin_prefetch(xs + off[q + FWD_PREFETCH_ROWS] + v * VL, 0, 3); \
         V xv[NV];                                                                                    \
         for (int v = 0; v < NV; v++) xv[v] = FN(loadv)(xp + v * VL);                                 \
         for (int kk = 0; kk < KB; kk++) {                                                            \
@@ -94,6 +99,9 @@ static int FN(conv_forward)(const ConvGeom *g, const T *x, const T *w, const T *
     const size_t span = (size_t)g->wo * g->n;
     size_t *off = malloc(sizeof(size_t) * g->fh * g->fw * g->c);  /* offset of row (i, j, c) */
     if (!off) return -1;
+    ConvGeom gp = *g;  /* prefetch when a block's rows (NV = 3 or 4 vectors each) overflow 32 KiB */
+    gp.prefetch = (size_t)g->fh * g->fw * g->c * (g->k <= 6 ? 4 : 3) * VBYTES > (32u << 10);
+    g = &gp;
     for (int i = 0; i < g->fh; i++)
         for (int j = 0; j < g->fw; j++)
             for (int c = 0; c < g->c; c++)

@@ -47,8 +47,11 @@ typedef long long vdi __attribute__((vector_size(VBYTES)));
 
 typedef struct {
     int c, hp, wp, n, fh, fw, k, ho, wo, dh, dw, relu;
+    int prefetch; /* set by conv_forward: prefetch the reduction's rows ahead */
     size_t chan_x, row_x, chan_y;
 } ConvGeom;
+
+#define FWD_PREFETCH_ROWS 8
 
 typedef struct {
     int a, h, w, b, fh, fw, sh, sw, pt, pl, ho, wo;
