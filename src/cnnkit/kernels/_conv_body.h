@@ -184,16 +184,37 @@ DW_MK(1, 1)
         if (k0 + 1 <= g->k) { FN(dw_##CB##_1)(g, x, dy, r0, r1, i, j, c0, k0, dw); k0 += 1; }        \
     } while (0)
 
-/* t (cols, rows) = a (rows, cols) with rows `lda` apart, in 8 × VL tiles (both sides stay in cache). */
+/* Transpose a VL × VL tile held as VL row vectors, in log2(VL) stages (Eklundh): at block size h the
+ * rows i and i + h (i & h == 0) swap their odd h-blocks for the other's even ones. */
+static inline void FN(tile_transpose)(V *rows) {
+#pragma GCC unroll 8
+    for (int h = VL / 2; h >= 1; h /= 2) {
+        VI lo, hi;
+        for (int p = 0; p < VL; p++) {
+            const int m = p / h, within = p % h;
+            lo[p] = m % 2 == 0 ? m * h + within : VL + (m - 1) * h + within;
+            hi[p] = m % 2 == 0 ? (m + 1) * h + within : VL + m * h + within;
+        }
+#pragma GCC unroll 16
+        for (int i = 0; i < VL; i++) {
+            if (i & h) continue;
+            V a = rows[i], b = rows[i + h];
+            rows[i] = __builtin_shuffle(a, b, lo);
+            rows[i + h] = __builtin_shuffle(a, b, hi);
+        }
+    }
+}
+
+/* t (cols, rows) = a (rows, cols) with rows `lda` apart; rows a multiple of VL: VL × VL tiles
+ * transposed in registers, the last cols % VL columns one value at a time. */
 static void FN(transpose)(const T *a, size_t lda, int rows, size_t cols, T *t) {
     size_t c0 = 0;
     for (; c0 + VL <= cols; c0 += VL)
-        for (int r0 = 0; r0 < rows; r0 += 8) {
-            int r1 = r0 + 8 < rows ? r0 + 8 : rows;
-            for (int r = r0; r < r1; r++) {
-                V v = FN(loadv)(a + (size_t)r * lda + c0);
-                for (int e = 0; e < VL; e++) t[(c0 + e) * rows + r] = v[e];
-            }
+        for (int r0 = 0; r0 < rows; r0 += VL) {
+            V tile[VL];
+            for (int i = 0; i < VL; i++) tile[i] = FN(loadv)(a + (size_t)(r0 + i) * lda + c0);
+            FN(tile_transpose)(tile);
+            for (int i = 0; i < VL; i++) FN(storev)(t + (c0 + i) * rows + r0, tile[i]);
         }
     for (; c0 < cols; c0++)
         for (int r = 0; r < rows; r++) t[c0 * rows + r] = a[(size_t)r * lda + c0];
