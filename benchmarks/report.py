@@ -184,13 +184,17 @@ def _profiles(r: dict) -> list[str]:
     if not ws:
         return []
     lines = ["## Where cnnkit's time goes (per-layer profiles)", "",
-             "`cnnkit profile` on each workload (medians over its steps; the split into matrix multiplies, "
-             "element-wise work and copies-and-other comes from observing cnnkit's NumPy calls, see "
-             "`src/cnnkit/profile.py`). Measured after the round-robin, cnnkit alone.", ""]
+             "`cnnkit profile` on each workload (medians over its steps; the split into matrix multiplies "
+             "and convolutions, element-wise work and copies-and-other comes from observing cnnkit's NumPy "
+             "and compiled-kernel calls, see `src/cnnkit/profile.py`). It times the layers one by one "
+             "(no fusion); where shards ran in threads, the categories' times are summed over the threads and "
+             "scaled down to the wall time. Measured after the round-robin, "
+             "cnnkit alone.", ""]
     ceiling = r.get("gemm", {}).get("ceiling_gflops")
     for key, w in ws.items():
         p = w["profile"]
-        share = (f" Its matrix multiplies run at {p['gemm_gflops'] / ceiling:.0%} of the GEMM ceiling."
+        share = (f" Its matrix multiplies and convolutions ran at {p['gemm_gflops']:.0f} GF/s by the profile's "
+                 f"clock (the GEMM ceiling of both cores is {ceiling:.0f})."
                  if ceiling and p.get("gemm_gflops") else "")
         lines += [f"### {key}", "", f"**What bounds it:** {p['bound']}.{share}"
                   + (f" (Other processes used {_pct(p.get('others'))} of the machine meanwhile.)"

@@ -1,10 +1,10 @@
 """Batch shards run at once in threads: how :class:`~cnnkit.model.Sequential` trains and predicts.
 
-NumPy releases the GIL inside copies, ufuncs and BLAS, but much of a CNN step (im2col copies,
-pooling, element-wise passes) runs on one core while only BLAS uses more. So a batch is split into
-shards, one per core, each run through the layers by its own thread with BLAS single-threaded
-inside it (threadpoolctl), and the parameter gradients of the shards are summed. Measured on two
-cores: see ``benchmarks/RESULTS.md``.
+The compiled kernels (convolution, max pooling) and NumPy's copies, ufuncs and BLAS all release the
+GIL, but each runs on one core, and a layer's work is too small to split well inside it. So a
+batch is split into shards, one per core, each run through the layers by its own thread with BLAS
+single-threaded inside it (threadpoolctl), and the parameter gradients of the shards are summed
+(CIFAR-net training: 1.96× on two cores). Measured on two cores: see ``benchmarks/RESULTS.md``.
 
 What stays a property of the *whole* batch:
 
@@ -16,8 +16,8 @@ What stays a property of the *whole* batch:
   start, exactly the draw a single thread makes, and each shard takes its rows.
 
 Fusion (the same values as layer by layer): a Conv2d followed by a ReLU runs as one kernel
-(bias and ReLU applied to each output tile while it is in cache, the ReLU's mask applied inside
-the conv's backward); a ReLU followed by a MaxPool2d runs after the pool, on 1/(FH·FW) of the
+(bias and ReLU applied to each output block while it is in registers, the ReLU's mask applied in
+the conv backward's first pass over dy); a ReLU followed by a MaxPool2d runs after the pool, on 1/(FH·FW) of the
 values (max and ReLU commute: max(relu(a), relu(b)) = relu(max(a, b)), and the gradients agree,
 ties included). Inference pools without the argmax bookkeeping. :meth:`Sequential.activations`
 and the ``*_cached`` pair do not fuse: they give every layer's own output; nor do layers whose

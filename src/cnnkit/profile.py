@@ -23,8 +23,10 @@ given is never changed):
    call (or ``np.dot``, ``einsum``, ``tensordot``) counts as a **matrix multiply**, with 2·m·k·n
    FLOPs from its operand shapes, and a call of the compiled direct convolution
    (:mod:`cnnkit.kernels._native`) as a **convolution**, in the same category, with its FLOPs;
-   any other ufunc call, reductions included, as **element-wise**. What remains of a layer's time from the timing pass is **copies and other**:
-   the im2col and pooling copies made by assignment, allocations and page faults, Python.
+   any other ufunc call, reductions included, and the compiled helper's other calls (max
+   pooling, the convolution backward's pass over dy) as **element-wise**. What remains of a
+   layer's time from the timing pass is **copies and other**: the padding and im2col copies made by
+   assignment, allocations and page faults, Python.
 
 The proxy and the wrappers exist only inside :func:`profile_model`; nothing costs anything when
 no profile runs. Limits:

@@ -7,8 +7,8 @@ from . import add_command, parse_hwc
 DESCRIPTION = """\
 Time a model's training step (or, with --forward-only, its inference pass) layer by layer, on
 random data, and split each layer's time into matrix multiplies and convolutions (BLAS and the compiled direct
-convolution), element-wise work, and copies and other work (padding, im2col and pooling copies,
-allocation, Python).
+convolution), element-wise work (ufuncs, max pooling), and copies and other work (padding and
+im2col copies, allocation, Python).
 
 The step is the one `cnnkit train` runs: forward, softmax cross-entropy, backward (no gradient
 for the input), SGD with momentum. Times are medians over --steps steps after two warm-up steps.

@@ -47,10 +47,14 @@ static void FN(maxpool_forward)(const PoolGeom *g, const T *x, T *y, unsigned ch
             }
 }
 
-/* dx (A, H, W, B) = each dy routed to its window's argmax (zeros elsewhere; padding dropped). */
+/* dx (A, H, W, B) = each dy routed to its window's argmax (zeros elsewhere; padding dropped). Windows
+ * that tile the input are written once each, with no zeroing pass; others add into zeros. */
 static void FN(maxpool_backward)(const PoolGeom *g, const T *dy, const unsigned char *argmax, T *dx) {
     const size_t nb = g->b;
-    memset(dx, 0, sizeof(T) * (size_t)g->a * g->h * g->w * nb);
+    /* windows that tile the input exactly (e.g. 2×2, stride 2, even sizes) write every input once */
+    const int tiling = g->sh == g->fh && g->sw == g->fw && g->pt == 0 && g->pl == 0 && g->ho * g->fh == g->h &&
+                       g->wo * g->fw == g->w;
+    if (!tiling) memset(dx, 0, sizeof(T) * (size_t)g->a * g->h * g->w * nb);
     for (int a = 0; a < g->a; a++)
         for (int r = 0; r < g->ho; r++)
             for (int q = 0; q < g->wo; q++) {
@@ -65,7 +69,10 @@ static void FN(maxpool_backward)(const PoolGeom *g, const T *dy, const unsigned 
                         if (w < 0 || w >= g->w) continue;
                         const unsigned char k = (unsigned char)(i * g->fw + j);
                         T *xo = dx + (((size_t)a * g->h + h) * g->w + w) * nb;
-                        for (size_t e = 0; e < nb; e++) xo[e] += am[e] == k ? d[e] : (T)0;
+                        if (tiling)
+                            for (size_t e = 0; e < nb; e++) xo[e] = am[e] == k ? d[e] : (T)0;
+                        else
+                            for (size_t e = 0; e < nb; e++) xo[e] += am[e] == k ? d[e] : (T)0;
                     }
                 }
             }

@@ -62,14 +62,17 @@ from .scratch import scratch as _scratch
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
 # Scratch per tile of the im2col path: 1.5 MiB (three quarters of one core's L2 cache here); 0.5–2
-# MiB were within 10 % of each other on CIFAR-net's convs, 64–128 KiB up to 2× slower.
+# MiB were within 10 % of each other on CIFAR-net's convs when they ran im2col (before the direct
+# path), 64–128 KiB up to 2× slower.
 TILE_BYTES = 3 << 19
-# Rows of one block of the direct weight gradient: input and dy rows of about this many bytes (the
-# L1 cache). LeNet-5's conv1 ran at 54 GF/s with 26 KB blocks and 31 GF/s with 400 KB ones;
-# CIFAR-net's convs were within 5 % of their best with one row per block.
+# Rows of one block of the direct weight gradient's dot-product path (the filters left over after
+# the ones vectorised along the filters: K mod the vector width, e.g. all 6 of LeNet-5's conv1):
+# input and dy rows of about this many bytes (the L1 cache). LeNet-5's conv1 ran at 54 GF/s with
+# 26 KB blocks and 31 GF/s with 400 KB ones.
 DIRECT_DW_BYTES = 32 << 10
-# NHWC convs with at most this many input channels read their windows from a channel-major copy
-# (CIFAR-net's conv1 on RGB: forward 1.3×, weight gradient 1.75× faster than NHWC windows).
+# im2col convs (stride > 1) with at most this many input channels read their windows from a
+# channel-major copy (measured on CIFAR-net's conv1 on RGB when it ran im2col: forward 1.3×,
+# weight gradient 1.75× faster than NHWC windows).
 CHANNEL_MAJOR_CHANNELS = 4
 
 

@@ -3,19 +3,21 @@
 Layout (N, H, W, C); each channel is pooled on its own. Output size per axis is the floor of
 (H + top + bottom - F)/S + 1; :mod:`cnnkit.shapes` decides whether a size is allowed.
 
-One strided view (FH, FW, N, H', W', C) of the (padded) input holds, for each filter offset
-(i, j), that element of every window of every image; it is copied once into a tap-major array so
-that the FH·FW passes that follow run over long contiguous rows — no loop over pixels or images.
-
 * Max pooling pads with -inf and remembers, per output, the offset k = i·FW + j of the *first*
   maximum in row-major order (PyTorch's tie rule: a later tap must be strictly greater to win).
-  Backward routes dy to that one input. In float32/float64 with at most 256 taps it runs in the
-  compiled helper :mod:`cnnkit.kernels._native` (one pass over the input, no tap-major copy; the
-  same values, ties and NaNs as the NumPy version below, which other dtypes use).
+  Backward routes dy to that one input. In float32/float64 with at most 256 taps (every model's
+  case) it runs in the compiled helper :mod:`cnnkit.kernels._native`: one pass over the input per
+  window row, no copies; backward writes each input once when the windows tile the input, and
+  adds into zeros otherwise. The same values, ties and NaN propagation (as ``np.maximum``) as the
+  NumPy version, which other dtypes and larger windows use. Where a window holds a NaN, its
+  gradient goes to the first maximum before it (PyTorch sends it to the NaN).
 * Average pooling pads with zeros that count in the average, so every window divides by FH·FW
   (PyTorch's default ``count_include_pad=True``).
-* When windows do not overlap (S >= F on both axes) backward writes each input once instead of
-  adding into a zeroed buffer.
+* The NumPy versions: one strided view (FH, FW, N, H', W', C) of the (padded) input holds, for
+  each filter offset (i, j), that element of every window of every image; it is copied once into
+  a tap-major array so that the FH·FW passes that follow run over long contiguous rows — no loop
+  over pixels or images. When windows do not overlap (S >= F on both axes) backward writes each
+  input once instead of adding into a zeroed buffer.
 
 Layout: an input with batch-minor (CHWN) memory (see :mod:`cnnkit.kernels.layout`) is pooled in
 that memory — the (C, H, W, N) array is pooled as if C were the batch and N the channels, which

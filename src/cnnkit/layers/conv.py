@@ -56,7 +56,7 @@ class Conv2d(Layer):
         self.dilation, self.bias, self.init, self.rounding = dilation, bool(bias), init, rounding
         shapes.resolve_padding(padding, (1, 1), (1, 1), (1, 1), where=where)  # validate early
         self.pads = ((0, 0), (0, 0))
-        self._workspace = {}  # im2col buffers reused by forward/backward from one step to the next
+        self._workspace = {}  # kernel buffers (padded input, im2col tiles) reused from one step to the next
 
     @property
     def filter_hw(self) -> tuple[int, int]:

@@ -82,7 +82,7 @@ def load_run_test_set(data: RunData):
 
 def predict_dataset(model, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
     """Class probabilities (N, classes) for raw dataset images, preprocessed as the model says,
-    ``batch_size`` images at a time (the im2col workspace of a wide first layer grows with it)."""
+    ``batch_size`` images at a time (the kernels' scratch buffers grow with it)."""
     from ..preprocess import apply_preprocessing
 
     out = [model.predict(apply_preprocessing(x[i:i + batch_size], model.preprocessing, model.dtype.type),
