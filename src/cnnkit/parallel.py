@@ -172,28 +172,50 @@ def _call_backward(layer, dy, cache, need_dx, workspace):
     return layer.backward_cached(dy, cache, need_dx)
 
 
+def _next_frame(layers, ops, t: int, workspaces, batch: int):
+    """The input buffer of the conv that op ``t``'s output feeds (see
+    :meth:`~cnnkit.layers.conv.Conv2d.input_frame`), for op ``t`` to write its output into; None
+    when the next op is not such a conv."""
+    if t + 1 >= len(ops):
+        return None
+    kind, i, _ = ops[t + 1]
+    layer = layers[i]
+    if kind not in ("layer", "conv+relu") or not isinstance(layer, Conv2d) or _overridden(layer):
+        return None
+    return layer.input_frame(workspaces[i], batch)
+
+
 def _run_forward(model, ops, x, workspaces, masks: dict, batch: int, keep: bool):
     """Generator: the layers on one shard's ``x``; returns ``(y, caches)`` (caches None unless
-    ``keep``); yields at the barriers of training-mode BatchNorm layers."""
+    ``keep``); yields at the barriers of training-mode BatchNorm layers. A conv or max-pool whose
+    output feeds a padded conv writes it straight into that conv's zero-bordered input buffer."""
     layers = model.layers
     caches: list[Any] = [None] * len(layers)
-    for kind, i, j in ops:
+    for t, (kind, i, j) in enumerate(ops):
         layer = layers[i]
         if kind == "conv+relu":
-            x, caches[i] = _call_forward(layer, x, workspaces[i], relu=True)
+            frame = _next_frame(layers, ops, t, workspaces, len(x))
+            x, caches[i] = _call_forward(layer, x, workspaces[i], relu=True, frame=frame)
         elif kind == "pool+relu":
-            pool = layers[j]
+            pool, frame = layers[j], _next_frame(layers, ops, t, workspaces, len(x))
             if keep:
-                x, caches[j] = pool.forward_cached(x)
+                x, caches[j] = pool.forward_cached(x, frame=frame)
             else:
-                x = maxpool2d_values(x, pool.filter_hw, pool.stride_hw, pool.pads)
-            x, caches[i] = layer.forward_cached(x)
+                x = maxpool2d_values(x, pool.filter_hw, pool.stride_hw, pool.pads, frame=frame)
+            if frame is not None and x.base is frame[0]:  # the ReLU in place, in the frame
+                x = np.maximum(x, x.dtype.type(0), out=x)
+                caches[i] = x  # the ReLU's cache is its output
+            else:
+                x, caches[i] = layer.forward_cached(x)
         elif i in masks:
             x, caches[i] = dropout_apply(x, masks[i]), (masks[i],)
         elif isinstance(layer, BatchNorm2d) and layer.training:
             x, caches[i] = yield from _batchnorm_forward(layer, x, batch)
         elif isinstance(layer, MaxPool2d) and not keep and not _overridden(layer):
-            x = maxpool2d_values(x, layer.filter_hw, layer.stride_hw, layer.pads)
+            x = maxpool2d_values(x, layer.filter_hw, layer.stride_hw, layer.pads,
+                                 frame=_next_frame(layers, ops, t, workspaces, len(x)))
+        elif isinstance(layer, Conv2d) and not _overridden(layer):
+            x, caches[i] = _call_forward(layer, x, workspaces[i], frame=_next_frame(layers, ops, t, workspaces, len(x)))
         else:
             x, caches[i] = _call_forward(layer, x, workspaces[i])
     return x, caches

@@ -49,7 +49,7 @@ static inline void FN(fwd_##KB##_##NV)(const ConvGeom *g, const size_t *off, con
         for (int v = 0; v < NV; v++) {                                                               \
             V a = acc[kk][v];                                                                        \
             if (g->relu) a = (V)((VI)a & ~(a <= (T)0)); /* max(a, 0), NaN kept */                    \
-            FN(storev)(ys + (size_t)kk * g->chan_y + v * VL, a);                                     \
+            FN(storev)(ys + (size_t)kk * g->out_chan + v * VL, a);                                     \
         }                                                                                            \
 }
 
@@ -78,7 +78,7 @@ static void FN(fwd_scalar)(const ConvGeom *g, const T *xs, const T *w, const T *
                     for (int c = 0; c < g->c; c++) a += xp[(size_t)c * g->chan_x] * wp[(size_t)c * g->k];
                 }
             if (g->relu && a <= 0) a = 0; /* NaN kept, as in the vector path */
-            ys[(size_t)k * g->chan_y + e] = a;
+            ys[(size_t)k * g->out_chan + e] = a;
         }
     }
 }
@@ -87,10 +87,10 @@ static void FN(fwd_scalar)(const ConvGeom *g, const T *xs, const T *w, const T *
 #define FWD_KLOOP(KB, NV)                                                                           \
     do {                                                                                             \
         int k0 = 0;                                                                                  \
-        for (; k0 + KB <= g->k; k0 += KB) FN(fwd_##KB##_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); \
-        if (k0 + 4 <= g->k) { FN(fwd_4_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); k0 += 4; } \
-        if (k0 + 2 <= g->k) { FN(fwd_2_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); k0 += 2; } \
-        if (k0 + 1 <= g->k) { FN(fwd_1_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->chan_y); k0 += 1; } \
+        for (; k0 + KB <= g->k; k0 += KB) FN(fwd_##KB##_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->out_chan); \
+        if (k0 + 4 <= g->k) { FN(fwd_4_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->out_chan); k0 += 4; } \
+        if (k0 + 2 <= g->k) { FN(fwd_2_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->out_chan); k0 += 2; } \
+        if (k0 + 1 <= g->k) { FN(fwd_1_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->out_chan); k0 += 1; } \
     } while (0)
 
 /* y (K, H', W', N) = x (C, Hp, Wp, N) ⋆ w (FH, FW, C, K) + b, optionally max(·, 0). Returns -1
@@ -109,7 +109,7 @@ static int FN(conv_forward)(const ConvGeom *g, const T *x, const T *w, const T *
                                                           + (size_t)j * g->dw * g->n;
     for (int r = 0; r < g->ho; r++) {
         const T *xr = x + (size_t)r * g->row_x;
-        T *yr = y + (size_t)r * span;
+        T *yr = y + g->out_off + (size_t)r * g->out_row;
         size_t s = 0;
         if (g->k <= 6) /* few filters: 6 × 4 vectors (LeNet's conv1, and its conv2's dx) */
             for (; s + 4 * VL <= span; s += 4 * VL) {
@@ -314,11 +314,12 @@ static int FN(conv_weight_grad)(const ConvGeom *g, const T *x, const T *dy, T *d
 }
 
 /* Before a stride-1 backward, in one pass over dy (K, H', W', N): dym = dy·[y > 0] (the fused
- * ReLU's mask; y may be NULL: no mask), db[k] = Σ dym[k] (db may be NULL), and z (K, Hz, Wz, N) =
+ * ReLU's mask; y may be NULL: no mask; y's rows sit at (yt, yl) of a (K, hy, wy, N) array, which is
+ * (K, H', W', N) itself when y is dense), db[k] = Σ dym[k] (db may be NULL), and z (K, Hz, Wz, N) =
  * dym placed at row `top`, column `left` of zeros (cropped where it falls outside; z may be NULL).
  * dym may be NULL when only z or db is wanted. */
 static void FN(backward_prep)(const T *dy, const T *y, T *dym, T *z, T *db, int k_count, int ho, int wo, int n,
-                              int hz, int wz, int top, int left) {
+                              int hz, int wz, int top, int left, int hy, int wy, int yt, int yl) {
     const size_t span = (size_t)wo * n, zrow = (size_t)wz * n;
     /* the columns of a dy row that land inside a z row: c0 <= column < c1 */
     const int c0 = left < 0 ? -left : 0, c1 = (wz - left < wo) ? wz - left : wo;
@@ -328,6 +329,8 @@ static void FN(backward_prep)(const T *dy, const T *y, T *dym, T *z, T *db, int 
         for (int r = 0; r < ho; r++) {
             const size_t o = ((size_t)k * ho + r) * span;
             const T *d = dy + o;
+            /* y's row: dense like dy, or in the interior of a (K, hy, wy, N) frame at (yt, yl) */
+            const T *yr = y ? y + (((size_t)k * hy + r + yt) * wy + yl) * n : NULL;
             T *m = dym ? dym + o : NULL;
             T *zr = NULL;
             if (z && r + top >= 0 && r + top < hz && c1 > c0)
@@ -335,7 +338,7 @@ static void FN(backward_prep)(const T *dy, const T *y, T *dym, T *z, T *db, int 
             size_t s = 0;
             for (; s + VL <= span; s += VL) {
                 V v = FN(loadv)(d + s);
-                if (y) v = (V)((VI)v & (FN(loadv)(y + o + s) > (T)0));
+                if (yr) v = (V)((VI)v & (FN(loadv)(yr + s) > (T)0));
                 acc += v;
                 if (m) FN(storev)(m + s, v);
                 if (zr && s >= (size_t)c0 * n && s + VL <= (size_t)c1 * n) FN(storev)(zr + s, v);
@@ -345,7 +348,7 @@ static void FN(backward_prep)(const T *dy, const T *y, T *dym, T *z, T *db, int 
             }
             for (; s < span; s++) {
                 T v = d[s];
-                if (y && !(y[o + s] > 0)) v = 0;
+                if (yr && !(yr[s] > 0)) v = 0;
                 tail += v;
                 if (m) m[s] = v;
                 if (zr && s >= (size_t)c0 * n && s < (size_t)c1 * n) zr[s] = v;

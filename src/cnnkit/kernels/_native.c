@@ -49,12 +49,16 @@ typedef struct {
     int c, hp, wp, n, fh, fw, k, ho, wo, dh, dw, relu;
     int prefetch; /* set by conv_forward: prefetch the reduction's rows ahead */
     size_t chan_x, row_x, chan_y;
+    /* where conv_forward writes y: filter k, row r at out_off + k·out_chan + r·out_row (a dense
+     * (K, H', W', N) array, or the interior of a larger zero-bordered one: a frame) */
+    size_t out_chan, out_row, out_off;
 } ConvGeom;
 
 #define FWD_PREFETCH_ROWS 8
 
 typedef struct {
     int a, h, w, b, fh, fw, sh, sw, pt, pl, ho, wo;
+    size_t y_a, y_r, y_off; /* where maxpool_forward writes y (see _pool_body.h) */
 } PoolGeom;
 
 #define T float
@@ -145,23 +149,39 @@ static int check_geometry(ConvGeom *g) {
     g->row_x = (size_t)g->wp * g->n;
     g->chan_x = (size_t)g->hp * g->row_x;
     g->chan_y = (size_t)g->ho * g->wo * g->n;
+    g->out_chan = g->chan_y;
+    g->out_row = (size_t)g->wo * g->n;
+    g->out_off = 0;
     return 0;
 }
 
 static PyObject *py_conv_forward(PyObject *self, PyObject *args) {
     PyObject *ox, *ow, *ob, *oy;
+    int hq = 0, wq = 0, qt = -1, ql = -1;
     ConvGeom g = {0};
-    if (!PyArg_ParseTuple(args, "OOOO(iiii)(iii)(ii)(ii)p:conv_forward", &ox, &ow, &ob, &oy, &g.c, &g.hp,
-                          &g.wp, &g.n, &g.fh, &g.fw, &g.k, &g.ho, &g.wo, &g.dh, &g.dw, &g.relu))
+    if (!PyArg_ParseTuple(args, "OOOO(iiii)(iii)(ii)(ii)p|(iiii):conv_forward", &ox, &ow, &ob, &oy, &g.c, &g.hp,
+                          &g.wp, &g.n, &g.fh, &g.fw, &g.k, &g.ho, &g.wo, &g.dh, &g.dw, &g.relu, &hq, &wq, &qt, &ql))
         return NULL;
     if (check_geometry(&g) < 0) return NULL;
+    Py_ssize_t y_count = product(4, g.k, g.ho, g.wo, g.n);
+    if (qt >= 0 || ql >= 0) { /* y goes into the interior of a (K, Hq, Wq, N) frame at (qt, ql) */
+        if (qt < 0 || ql < 0 || (long long)qt + g.ho > hq || (long long)ql + g.wo > wq ||
+            (y_count = product(4, g.k, hq, wq, g.n)) < 0) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "_native: the output frame must hold y's rows at (top, left)");
+            return NULL;
+        }
+        g.out_row = (size_t)wq * g.n;
+        g.out_chan = (size_t)hq * g.out_row;
+        g.out_off = (size_t)qt * g.out_row + (size_t)ql * g.n;
+    }
     Py_buffer x, w, b, y;
     char kind = 0;
     int has_b = ob != Py_None;
     if (get_buffer(ox, &x, "x", 0, product(4, g.c, g.hp, g.wp, g.n), &kind) < 0) return NULL;
     if (get_buffer(ow, &w, "w", 0, product(4, g.fh, g.fw, g.c, g.k), &kind) < 0) goto fail_x;
     if (has_b && get_buffer(ob, &b, "b", 0, g.k, &kind) < 0) goto fail_w;
-    if (get_buffer(oy, &y, "y", 1, product(4, g.k, g.ho, g.wo, g.n), &kind) < 0) goto fail_b;
+    if (get_buffer(oy, &y, "y", 1, y_count, &kind) < 0) goto fail_b;
     int status;
     Py_BEGIN_ALLOW_THREADS
     if (kind == 'f')
@@ -251,16 +271,31 @@ static int get_index_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssi
 static PyObject *py_maxpool_forward(PyObject *self, PyObject *args) {
     PyObject *ox, *oy, *oam;
     PoolGeom g;
-    if (!PyArg_ParseTuple(args, "OOO(iiii)(ii)(ii)(ii)(ii):maxpool_forward", &ox, &oy, &oam, &g.a, &g.h, &g.w,
-                          &g.b, &g.fh, &g.fw, &g.sh, &g.sw, &g.pt, &g.pl, &g.ho, &g.wo))
+    int hq = 0, wq = 0, qt = -1, ql = -1;
+    if (!PyArg_ParseTuple(args, "OOO(iiii)(ii)(ii)(ii)(ii)|(iiii):maxpool_forward", &ox, &oy, &oam, &g.a, &g.h,
+                          &g.w, &g.b, &g.fh, &g.fw, &g.sh, &g.sw, &g.pt, &g.pl, &g.ho, &g.wo, &hq, &wq, &qt, &ql))
         return NULL;
     if (pool_geometry(&g) < 0) return NULL;
-    Py_ssize_t n_in = product(4, g.a, g.h, g.w, g.b), n_out = product(4, g.a, g.ho, g.wo, g.b);
+    Py_ssize_t n_in = product(4, g.a, g.h, g.w, g.b), n_out = product(4, g.a, g.ho, g.wo, g.b), n_y = n_out;
+    g.y_r = (size_t)g.wo * g.b;
+    g.y_a = (size_t)g.ho * g.y_r;
+    g.y_off = 0;
+    if (qt >= 0 || ql >= 0) { /* y goes into the interior of an (A, Hq, Wq, B) frame at (qt, ql) */
+        if (qt < 0 || ql < 0 || (long long)qt + g.ho > hq || (long long)ql + g.wo > wq ||
+            (n_y = product(4, g.a, hq, wq, g.b)) < 0) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "_native: the output frame must hold y's rows at (top, left)");
+            return NULL;
+        }
+        g.y_r = (size_t)wq * g.b;
+        g.y_a = (size_t)hq * g.y_r;
+        g.y_off = (size_t)qt * g.y_r + (size_t)ql * g.b;
+    }
     Py_buffer x, y, am;
     char kind = 0;
     int has_am = oam != Py_None;
     if (get_buffer(ox, &x, "x", 0, n_in, &kind) < 0) return NULL;
-    if (get_buffer(oy, &y, "y", 1, n_out, &kind) < 0) goto fail_x;
+    if (get_buffer(oy, &y, "y", 1, n_y, &kind) < 0) goto fail_x;
     if (has_am && get_index_buffer(oam, &am, 1, n_out) < 0) goto fail_y;
     Py_BEGIN_ALLOW_THREADS
     if (kind == 'f')
@@ -311,16 +346,29 @@ fail_dy:
 
 static PyObject *py_backward_prep(PyObject *self, PyObject *args) {
     PyObject *ody, *oy, *odym, *oz, *odb;
-    int k, ho, wo, n, hz, wz, top, left;
-    if (!PyArg_ParseTuple(args, "OOOOO(iiii)(iiii):backward_prep", &ody, &oy, &odym, &oz, &odb, &k, &ho, &wo, &n,
-                          &hz, &wz, &top, &left))
+    int k, ho, wo, n, hz, wz, top, left, hy = -1, wy = -1, yt = 0, yl = 0;
+    if (!PyArg_ParseTuple(args, "OOOOO(iiii)(iiii)|(iiii):backward_prep", &ody, &oy, &odym, &oz, &odb, &k, &ho, &wo,
+                          &n, &hz, &wz, &top, &left, &hy, &wy, &yt, &yl))
         return NULL;
     Py_ssize_t count = product(4, k, ho, wo, n);
     if (count < 0) return NULL;
     if (oz != Py_None && product(4, k, hz, wz, n) < 0) return NULL;
+    if ((long long)top < -(long long)ho || top > hz || (long long)left < -(long long)wo || left > wz) {
+        PyErr_SetString(PyExc_ValueError, "_native: z's (top, left) must be within (-H', Hz) and (-W', Wz)");
+        return NULL;
+    }
+    Py_ssize_t y_count = count;
+    if (hy < 0) { /* y dense, like dy */
+        hy = ho, wy = wo, yt = 0, yl = 0;
+    } else if (yt < 0 || yl < 0 || (long long)yt + ho > hy || (long long)yl + wo > wy ||
+               (y_count = product(4, k, hy, wy, n)) < 0) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "_native: y's frame must hold dy's rows at (top, left)");
+        return NULL;
+    }
     PyObject *objs[5] = {ody, oy, odym, oz, odb};
     const char *names[5] = {"dy", "y", "dym", "z", "db"};
-    Py_ssize_t need[5] = {count, count, count, oz != Py_None ? product(4, k, hz, wz, n) : 0, k};
+    Py_ssize_t need[5] = {count, y_count, count, oz != Py_None ? product(4, k, hz, wz, n) : 0, k};
     Py_buffer views[5];
     int have[5] = {0};
     char kind = 0;
@@ -338,10 +386,12 @@ static PyObject *py_backward_prep(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     if (kind == 'f')
         backward_prep_f32(views[0].buf, have[1] ? views[1].buf : NULL, have[2] ? views[2].buf : NULL,
-                          have[3] ? views[3].buf : NULL, have[4] ? views[4].buf : NULL, k, ho, wo, n, hz, wz, top, left);
+                          have[3] ? views[3].buf : NULL, have[4] ? views[4].buf : NULL, k, ho, wo, n, hz, wz, top, left,
+                          hy, wy, yt, yl);
     else
         backward_prep_f64(views[0].buf, have[1] ? views[1].buf : NULL, have[2] ? views[2].buf : NULL,
-                          have[3] ? views[3].buf : NULL, have[4] ? views[4].buf : NULL, k, ho, wo, n, hz, wz, top, left);
+                          have[3] ? views[3].buf : NULL, have[4] ? views[4].buf : NULL, k, ho, wo, n, hz, wz, top, left,
+                          hy, wy, yt, yl);
     Py_END_ALLOW_THREADS
     for (int i = 0; i < 5; i++)
         if (have[i]) PyBuffer_Release(&views[i]);
@@ -354,17 +404,20 @@ fail:
 
 static PyMethodDef methods[] = {
     {"conv_forward", py_conv_forward, METH_VARARGS,
-     "conv_forward(x, w, b, y, (C, Hp, Wp, N), (FH, FW, K), (H', W'), (DH, DW), relu): y = x ⋆ w + b "
-     "(stride 1) in batch-minor memory, written into y."},
+     "conv_forward(x, w, b, y, (C, Hp, Wp, N), (FH, FW, K), (H', W'), (DH, DW), relu[, (Hq, Wq, top, left)]): "
+     "y = x ⋆ w + b (stride 1) in batch-minor memory, written into y (K, H', W', N), or into the interior "
+     "at (top, left) of a (K, Hq, Wq, N) frame y."},
     {"conv_weight_grad", py_conv_weight_grad, METH_VARARGS,
      "conv_weight_grad(x, dy, dw, (C, Hp, Wp, N), (FH, FW, K), (H', W'), (DH, DW), rows_per_block): "
      "dw = Σ windows of x · dy (stride 1), written into dw."},
     {"backward_prep", py_backward_prep, METH_VARARGS,
-     "backward_prep(dy, y or None, dym or None, z or None, db or None, (K, H', W', N), (Hz, Wz, top, left)): "
-     "in one pass, dym = dy·[y > 0], db = Σ dym per filter, z = dym placed at (top, left) in zeros."},
+     "backward_prep(dy, y or None, dym or None, z or None, db or None, (K, H', W', N), (Hz, Wz, top, left)"
+     "[, (Hy, Wy, top, left)]): in one pass, dym = dy·[y > 0], db = Σ dym per filter, z = dym placed at "
+     "(top, left) in zeros; y dense like dy, or the interior of a (K, Hy, Wy, N) frame."},
     {"maxpool_forward", py_maxpool_forward, METH_VARARGS,
-     "maxpool_forward(x, y, argmax or None, (A, H, W, B), (FH, FW), (SH, SW), (top, left), (H', W')): max "
-     "pooling of (A, H, W, B) arrays (B innermost) with -inf padding, written into y (and argmax, uint8)."},
+     "maxpool_forward(x, y, argmax or None, (A, H, W, B), (FH, FW), (SH, SW), (top, left), (H', W')"
+     "[, (Hq, Wq, top, left)]): max pooling of (A, H, W, B) arrays (B innermost) with -inf padding, written "
+     "into y (or the interior of an (A, Hq, Wq, B) frame y) and argmax (uint8)."},
     {"maxpool_backward", py_maxpool_backward, METH_VARARGS,
      "maxpool_backward(dy, argmax, dx, (A, H, W, B), (FH, FW), (SH, SW), (top, left), (H', W')): dx, "
      "each dy routed to its window's argmax."},

@@ -11,14 +11,15 @@
 #define CAT(a, b) CAT_(a, b)
 #define FN(name) CAT(name, SFX)
 
-/* y (A, H', W', B) = max over each window; argmax (same shape, uint8: tap i·FW + j), or NULL. */
+/* y (A, H', W', B) = max over each window (written at y_off + a·y_a + r·y_r + q·B: a dense array or
+ * the interior of a frame); argmax (dense (A, H', W', B), uint8: tap i·FW + j), or NULL. */
 static void FN(maxpool_forward)(const PoolGeom *g, const T *x, T *y, unsigned char *argmax) {
     const size_t nb = g->b;
     for (int a = 0; a < g->a; a++)
         for (int r = 0; r < g->ho; r++)
             for (int q = 0; q < g->wo; q++) {
                 const size_t o = (((size_t)a * g->ho + r) * g->wo + q) * nb;
-                T *yo = y + o;
+                T *yo = y + g->y_off + a * g->y_a + r * g->y_r + (size_t)q * nb;
                 unsigned char *am = argmax ? argmax + o : NULL;
                 for (int i = 0; i < g->fh; i++) {
                     const int h = r * g->sh + i - g->pt;

@@ -16,9 +16,12 @@ shifted *contiguous* span of input row r + i to output row r, so no column matri
   Dumoulin & Visin 2016, §4): the same compiled forward kernel.
 
 The output is returned as the (N, H', W', K) view of (K, H', W', N) memory, so the ReLU, pooling
-and next conv after it work in that layout without a transpose; an NHWC input costs one
-transposing copy (into the zero-bordered buffer that padding needs anyway). Measured on one core
-against the im2col path (LeNet-5 and CIFAR-net layers): forward 1.4–3.7× faster.
+and next conv after it work in that layout without a transpose. A padded conv copies its input
+into a zero-bordered buffer (an NHWC input is transposed on the way) — unless the layer before it
+wrote its output there already: :func:`direct_input_frame` hands that buffer to the previous conv
+or max-pool (``frame=``), and :mod:`cnnkit.parallel` does so whenever one feeds a padded conv.
+Measured on one core against the im2col path (LeNet-5 and CIFAR-net layers): forward 1.4–3.7×
+faster when it was introduced, more since (``benchmarks/RESULTS.md``).
 
 **Stride > 1: im2col + GEMM, NHWC** (Chellapilla et al. 2006). A strided *view* of the padded
 input holding every window is copied into a column matrix and y = cols · w2d + b is a GEMM. The
@@ -53,7 +56,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..shapes import conv_output_size
 from . import _native
-from .layout import from_batch_minor, scatter_taps, taps_view, tiles, to_batch_minor
+from .layout import from_batch_minor, in_frame, scatter_taps, taps_view, tiles, to_batch_minor
 from .scratch import buffer as _buffer
 from .scratch import ones as _ones
 from .scratch import placed as _placed
@@ -132,7 +135,7 @@ def im2col(xp: np.ndarray, fh: int, fw: int, stride: tuple[int, int], dilation: 
 
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride=(1, 1),
                    pads: Pads = ((0, 0), (0, 0)), dilation=(1, 1), *, workspace: dict | None = None,
-                   relu: bool = False) -> tuple[np.ndarray, Any]:
+                   relu: bool = False, frame: tuple[np.ndarray, int, int] | None = None) -> tuple[np.ndarray, Any]:
     """y = x ⋆ w + b (cross-correlation), or max(x ⋆ w + b, 0) with ``relu``; returns ``(y, cache)``.
 
     Args:
@@ -144,6 +147,10 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride=(1
         dilation: (DH, DW); tap (i, j) reads pixel (i·DH, j·DW) of the window.
         workspace: optional caller-owned dict of reusable buffers (see the module docstring).
         relu: apply a ReLU to the output (fused; backward then includes the ReLU's).
+        frame: ``(buffer, top, left)``, a zero-bordered (K, Hq, Wq, N) array (from
+            :func:`direct_input_frame` of the conv that reads this output): a stride-1 conv then
+            writes y into its interior at (top, left) and returns that view, which saves the next
+            conv its padding copy. Ignored on the im2col path.
 
     Shape:
         x: (N, H, W, C), w: (FH, FW, C, K) -> y: (N, H', W', K),
@@ -170,7 +177,10 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride=(1
     g = _Geometry(n, h, wd, c, fh, fw, k, ho, wo, stride, pads, dilation)
     w = w.astype(dtype, copy=False)
     direct = _direct_path(stride, dtype)
-    y, saved = (_forward_direct if direct else _forward_nhwc)(x, w, b, g, workspace, relu)
+    if direct:
+        y, saved = _forward_direct(x, w, b, g, workspace, relu, frame)
+    else:
+        y, saved = _forward_nhwc(x, w, b, g, workspace, relu)
     return y, (direct, saved, w, g, b is not None, y if relu else None)
 
 
@@ -349,21 +359,50 @@ def _direct_geometry(g: _Geometry, c: int, hw_in: tuple[int, int], k: int, hw_ou
     return (c, *hw_in, g.n), (g.fh, g.fw, k), hw_out, g.dilation
 
 
-def _forward_direct(x, w, b, g: _Geometry, workspace, relu: bool):
-    (pt, _), (pl, _) = g.pads
-    if g.padded:  # one copy: the input transposed straight into the zero-bordered buffer
-        xpc = _buffer(workspace, f"xpad_direct{g.pads}", (g.c, *g.padded_hw, g.n), x.dtype, zero=True)
-        xpc[:, pt:pt + g.h, pl:pl + g.wd, :] = x.transpose(3, 1, 2, 0)
+def direct_input_frame(workspace: dict | None, stride, pads: Pads, x_shape, dtype) -> tuple[np.ndarray, int, int] | None:
+    """``(buffer, top, left)``: the zero-bordered (C, H + top + bottom, W + left + right, N) buffer
+    into which a padded conv on the direct path copies its (N, H, W, C) input, kept in the conv's
+    ``workspace``; None without padding or workspace, or off the direct path. The layer before it may write its output
+    straight into the interior (``frame=`` of :func:`conv2d_forward` and
+    :func:`~cnnkit.kernels.pool.maxpool2d_forward`): the conv then finds its input in place and
+    skips the copy. Only interiors are ever written, so the border stays zero."""
+    (pt, pb), (pl, pr) = pads
+    if workspace is None or not (pt or pb or pl or pr) or not _direct_path(tuple(stride), np.dtype(dtype)):
+        return None
+    n, h, w, c = x_shape
+    buf = _buffer(workspace, f"xpad_direct{(tuple(pads[0]), tuple(pads[1]))}", (c, h + pt + pb, w + pl + pr, n),
+                  np.dtype(dtype), zero=True)
+    return buf, pt, pl
+
+
+def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    return (a.shape == b.shape and a.strides == b.strides
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
+def _forward_direct(x, w, b, g: _Geometry, workspace, relu: bool, frame):
+    if g.padded:  # one copy at most: the input transposed straight into the zero-bordered buffer
+        xpc, pt, pl = direct_input_frame(workspace, g.stride, g.pads, x.shape, x.dtype) or (
+            np.zeros((g.c, *g.padded_hw, g.n), x.dtype), g.pads[0][0], g.pads[1][0])
+        interior, xt = xpc[:, pt:pt + g.h, pl:pl + g.wd, :], x.transpose(3, 1, 2, 0)
+        if not _same_memory(interior, xt):  # the layer before wrote it there already
+            interior[...] = xt
     else:
         xpc = to_batch_minor(x)  # (C, H, W, N): a view when x is batch-minor already
-    yc = np.empty((g.k, g.ho, g.wo, g.n), x.dtype)  # (K, H', W', N)
     b = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
-    _native.conv_forward(xpc, np.ascontiguousarray(w), b, yc, *_direct_geometry(g, g.c, g.padded_hw, g.k,
-                                                                                 (g.ho, g.wo)), relu)
-    return from_batch_minor(yc), xpc
+    geometry = _direct_geometry(g, g.c, g.padded_hw, g.k, (g.ho, g.wo))
+    yc = in_frame(frame, (g.k, g.ho, g.wo, g.n)) if frame is not None and frame[0].dtype == x.dtype else None
+    if yc is not None:  # into the next conv's zero-bordered input buffer
+        buf, top, left = frame
+        _native.conv_forward(xpc, np.ascontiguousarray(w), b, buf, *geometry, relu, (*buf.shape[1:3], top, left))
+        return from_batch_minor(yc), (xpc, frame)
+    yc = np.empty((g.k, g.ho, g.wo, g.n), x.dtype)  # (K, H', W', N)
+    _native.conv_forward(xpc, np.ascontiguousarray(w), b, yc, *geometry, relu)
+    return from_batch_minor(yc), (xpc, None)
 
 
-def _backward_direct(dy, xpc, w, g: _Geometry, need_dx, has_bias, workspace, relu_y):
+def _backward_direct(dy, saved, w, g: _Geometry, need_dx, has_bias, workspace, relu_y):
+    xpc, y_frame = saved
     dyc = to_batch_minor(dy)  # (K, H', W', N)
     # dx: the stride-1 correlation of dy, placed F_eff - 1 - P from the corner of a zero buffer z
     # (the "full" padding of a transposed convolution), with the kernel flipped in both spatial axes
@@ -372,12 +411,20 @@ def _backward_direct(dy, xpc, w, g: _Geometry, need_dx, has_bias, workspace, rel
     (pt, _), (pl, _) = g.pads
     z_shape = (g.k, g.h + eh, g.wd + ew, g.n)
     z = _scratch(workspace, "z_direct", z_shape, dy.dtype) if need_dx else None
-    # one pass over dy: the fused ReLU's mask (y is batch-minor memory: a view), db, and z
+    # one pass over dy: the fused ReLU's mask (from y's batch-minor memory, in its frame when it was
+    # written into one), db, and z
     dym = dyc if relu_y is None else _scratch(workspace, "dy_masked", dyc.shape, dy.dtype)
     db = np.empty(g.k, dy.dtype) if has_bias else None
     if relu_y is not None or z is not None or db is not None:
-        _native.backward_prep(dyc, None if relu_y is None else to_batch_minor(relu_y),
-                              None if relu_y is None else dym, z, db, dyc.shape, (*z_shape[1:3], eh - pt, ew - pl))
+        if relu_y is None:
+            y, y_place = None, ()
+        elif y_frame is not None:
+            y, top, left = y_frame
+            y_place = ((*y.shape[1:3], top, left),)
+        else:
+            y, y_place = to_batch_minor(relu_y), ()
+        _native.backward_prep(dyc, y, None if relu_y is None else dym, z, db, dyc.shape,
+                              (*z_shape[1:3], eh - pt, ew - pl), *y_place)
     dw = np.empty(w.shape, dy.dtype)
     # rows per block of the weight gradient's leftover filters (K mod the vector width): their
     # input rows and dy rows in the core's L1 cache

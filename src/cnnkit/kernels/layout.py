@@ -40,6 +40,20 @@ def from_batch_minor(xc: np.ndarray) -> np.ndarray:
     return xc.transpose(3, 1, 2, 0)
 
 
+def in_frame(frame: tuple[np.ndarray, int, int] | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The (A, H, W, B) interior at (top, left) of ``frame`` = ``(buffer, top, left)``, a larger
+    zero-bordered array that a kernel may write its output of kernel-order ``shape`` into (see
+    :func:`cnnkit.kernels.conv.direct_input_frame`); None when the frame cannot hold it (then the
+    output is made as usual)."""
+    if frame is None:
+        return None
+    buf, top, left = frame
+    a, h, w, b = shape
+    if buf.ndim != 4 or buf.shape[0] != a or buf.shape[3] != b or top + h > buf.shape[1] or left + w > buf.shape[2]:
+        return None
+    return buf[:, top:top + h, left:left + w, :]
+
+
 def taps_view(a: np.ndarray, size, stride, out_hw, dilation=(1, 1), writeable: bool = False) -> np.ndarray:
     """View (FH, FW, A, H', W', B) of a 4-D array ``a`` (A, H, W, B): ``[i, j]`` holds the element at
     offset (i·DH, j·DW) of every window, windows starting every (SH, SW).

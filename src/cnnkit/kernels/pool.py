@@ -32,7 +32,7 @@ import numpy as np
 
 from ..shapes import conv_output_size
 from . import _native
-from .layout import from_batch_minor, is_batch_minor, taps_view, to_batch_minor
+from .layout import from_batch_minor, in_frame, is_batch_minor, taps_view, to_batch_minor
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
@@ -115,8 +115,13 @@ def _public(a: np.ndarray, batch_minor: bool) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- max
-def maxpool2d_forward(x: np.ndarray, size, stride, pads: Pads = ((0, 0), (0, 0))) -> tuple[np.ndarray, Any]:
+def maxpool2d_forward(x: np.ndarray, size, stride, pads: Pads = ((0, 0), (0, 0)), *,
+                      frame: tuple[np.ndarray, int, int] | None = None) -> tuple[np.ndarray, Any]:
     """Max over FH×FW windows with stride (SH, SW); padding is -inf. Returns ``(y, cache)``.
+
+    ``frame``: the next conv's zero-bordered input buffer (see
+    :func:`cnnkit.kernels.conv.direct_input_frame`); a batch-minor input's y is then written into
+    its interior and returned as that view.
 
     Shape:
         x: (N, H, W, C) -> y: (N, H', W', C),  H' = floor((H + top + bottom - FH)/SH) + 1
@@ -128,7 +133,7 @@ def maxpool2d_forward(x: np.ndarray, size, stride, pads: Pads = ((0, 0), (0, 0))
         (3.0, 1)
     """
     a, bm = _kernel_order(x)
-    y, cache = _max_forward(a, tuple(size), tuple(stride), pads)
+    y, cache = _max_forward(a, tuple(size), tuple(stride), pads, frame if bm else None)
     return _public(y, bm), (*cache, bm)
 
 
@@ -141,13 +146,26 @@ def _native_geometry(x_shape, size, stride, pads, out_hw):
     return tuple(x_shape), tuple(size), tuple(stride), (pads[0][0], pads[1][0]), tuple(out_hw)
 
 
-def _max_forward(x, size, stride, pads):
+def _native_max_values(x, size, stride, pads, out_hw, argmax, frame):
+    """y of the compiled max pooling (argmax filled when given), in ``frame``'s interior if it fits."""
+    x = np.ascontiguousarray(x)
+    shape = (x.shape[0], *out_hw, x.shape[3])
+    y = in_frame(frame, shape) if frame is not None and frame[0].dtype == x.dtype else None
+    geometry = _native_geometry(x.shape, size, stride, pads, out_hw)
+    if y is None:
+        y = np.empty(shape, x.dtype)
+        _native.maxpool_forward(x, y, argmax, *geometry)
+    else:
+        buf, top, left = frame
+        _native.maxpool_forward(x, buf, argmax, *geometry, (*buf.shape[1:3], top, left))
+    return y
+
+
+def _max_forward(x, size, stride, pads, frame=None):
     _, _, ho, wo = _geometry(x.shape, size, stride, pads)
     if _native_max(x.dtype, size):
-        x = np.ascontiguousarray(x)
-        y = np.empty((x.shape[0], ho, wo, x.shape[3]), x.dtype)
-        argmax = np.empty(y.shape, np.uint8)  # offset k = i·FW + j of the first maximum
-        _native.maxpool_forward(x, y, argmax, *_native_geometry(x.shape, size, stride, pads, (ho, wo)))
+        argmax = np.empty((x.shape[0], ho, wo, x.shape[3]), np.uint8)  # offset k = i·FW + j of the first max
+        y = _native_max_values(x, size, stride, pads, (ho, wo), argmax, frame)
         return y, (argmax, x.shape, size, stride, tuple(map(tuple, pads)))
     taps = _tap_major(_pad(x, pads, -np.inf), size, stride, (ho, wo))
     y = taps[0].copy()
@@ -187,9 +205,10 @@ def maxpool2d_backward(dy: np.ndarray, cache) -> np.ndarray:
     return _public(_crop(dxp, x_shape, pads), bm)
 
 
-def maxpool2d_values(x: np.ndarray, size, stride, pads: Pads = ((0, 0), (0, 0))) -> np.ndarray:
-    """The ``y`` of :func:`maxpool2d_forward` without the argmax bookkeeping (inference): the
-    maximum of the FH·FW strided views, taken in place, with no tap-major copy.
+def maxpool2d_values(x: np.ndarray, size, stride, pads: Pads = ((0, 0), (0, 0)), *,
+                     frame: tuple[np.ndarray, int, int] | None = None) -> np.ndarray:
+    """The ``y`` of :func:`maxpool2d_forward` without the argmax bookkeeping (inference), written
+    into ``frame`` as there.
 
     Example:
         >>> maxpool2d_values(np.array([1., 3., 3., 2.]).reshape(1, 2, 2, 1), (2, 2), (2, 2))[0, 0, 0, 0]
@@ -199,10 +218,7 @@ def maxpool2d_values(x: np.ndarray, size, stride, pads: Pads = ((0, 0), (0, 0)))
     size, stride = tuple(size), tuple(stride)
     _, _, ho, wo = _geometry(a.shape, size, stride, pads)
     if _native_max(a.dtype, size):
-        a = np.ascontiguousarray(a)
-        y = np.empty((a.shape[0], ho, wo, a.shape[3]), a.dtype)
-        _native.maxpool_forward(a, y, None, *_native_geometry(a.shape, size, stride, pads, (ho, wo)))
-        return _public(y, bm)
+        return _public(_native_max_values(a, size, stride, pads, (ho, wo), None, frame if bm else None), bm)
     view = _taps(_pad(a, pads, -np.inf), size, stride, (ho, wo))  # (FH, FW, N, H', W', C)
     y = view[0, 0].copy()
     for k in range(1, size[0] * size[1]):

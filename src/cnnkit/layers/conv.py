@@ -7,7 +7,7 @@ import numpy as np
 from .. import shapes
 from ..errors import ShapeError, SpecError
 from ..init import INITIALISERS, initialise
-from ..kernels.conv import conv2d_backward, conv2d_forward
+from ..kernels.conv import conv2d_backward, conv2d_forward, direct_input_frame
 from .base import Layer, Shape
 
 
@@ -103,12 +103,20 @@ class Conv2d(Layer):
         if self.bias:
             self.bias_param = self._add_param("bias", np.zeros(self.filters, self.dtype))
 
-    def forward_cached(self, x, workspace: dict | None = None, relu: bool = False):
+    def forward_cached(self, x, workspace: dict | None = None, relu: bool = False, frame=None):
         """Pure forward ``(y, cache)``; ``workspace``: a caller-owned dict of reusable buffers;
-        ``relu``: return max(y, 0) as the fused Conv2d + ReLU (backward then includes the ReLU's)."""
+        ``relu``: return max(y, 0) as the fused Conv2d + ReLU (backward then includes the ReLU's);
+        ``frame``: the next conv's input buffer to write y into (see
+        :func:`cnnkit.kernels.conv.direct_input_frame`)."""
         b = self.params["bias"].value if self.bias else None
         return conv2d_forward(x, self.params["weight"].value, b, self.stride_hw, self.pads, self.dilation_hw,
-                              workspace=workspace, relu=relu)
+                              workspace=workspace, relu=relu, frame=frame)
+
+    def input_frame(self, workspace: dict | None, batch: int):
+        """The buffer this conv copies a batch of ``batch`` inputs into (with the zero border of its
+        padding), for the layer before it to write its output into; None when it has none (no
+        padding, no workspace, or not the direct stride-1 path)."""
+        return direct_input_frame(workspace, self.stride_hw, self.pads, (batch, *self.input_shape), self.dtype)
 
     def backward_cached(self, dy, cache, need_dx=True, workspace: dict | None = None):
         dx, dw, db = conv2d_backward(dy, cache, need_dx, workspace=workspace)

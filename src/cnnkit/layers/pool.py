@@ -68,8 +68,10 @@ class MaxPool2d(_Pool2d):
     prefix = "pool"
     kind = "MaxPool2d"
 
-    def forward_cached(self, x):
-        return maxpool2d_forward(x, self.filter_hw, self.stride_hw, self.pads)
+    def forward_cached(self, x, frame=None):
+        """``frame``: the next conv's input buffer to write y into (see
+        :func:`cnnkit.kernels.conv.direct_input_frame`)."""
+        return maxpool2d_forward(x, self.filter_hw, self.stride_hw, self.pads, frame=frame)
 
     def backward_cached(self, dy, cache, need_dx=True):
         return (maxpool2d_backward(dy, cache) if need_dx else None), {}
