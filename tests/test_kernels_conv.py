@@ -228,7 +228,7 @@ def test_the_layout_follows_the_stride(c, k, stride, batch_minor, rng):
 @pytest.mark.parametrize("pads", [((0, 0), (0, 0)), ((2, 1), (0, 2))])
 @pytest.mark.parametrize("stride", [(1, 1), (2, 1)])
 def test_a_batch_minor_input_equals_the_oracle_in_either_layout(pads, stride, rng, path):
-    """Input memory in CHWN order (what a small conv or a pool after it returns) and dy in either
+    """Input memory in CHWN order (what a stride-1 conv or a pool after it returns) and dy in either
     order: same values as the loop oracle, and dx keeps the input's memory order."""
     xc = rng.standard_normal((3, 7, 6, 4))  # (C, H, W, N)
     x = from_batch_minor(xc)
@@ -253,3 +253,33 @@ def test_tiles_cover_every_row_once():
             assert (n1 - n0) * (r1 - r0) * row_bytes <= max(budget, row_bytes)
             seen[n0:n1, r0:r1] += 1
         assert (seen == 1).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("relu", [False, True], ids=["conv", "conv+relu"])
+def test_output_written_into_a_frame_gives_the_same_values_and_gradients(dtype, relu, rng):
+    """A stride-1 conv writing y into the interior of the next conv's zero-bordered input buffer
+    (frame at offsets that differ from its own backward's placement of dy): y, dx, dw, db equal
+    those of the unframed call, the border stays zero, and the next conv reads it without a copy."""
+    from cnnkit.kernels.conv import direct_input_frame
+
+    x = rng.standard_normal((5, 7, 9, 13)).astype(dtype)
+    w = rng.standard_normal((3, 3, 13, 20)).astype(dtype)
+    b = rng.standard_normal(20).astype(dtype)
+    pads = ((1, 1), (1, 1))
+    consumer_ws: dict = {}
+    frame = direct_input_frame(consumer_ws, (1, 1), ((2, 1), (3, 0)), (5, 7, 9, 20), dtype)
+    assert frame is not None and frame[1:] == (2, 3)
+    y, cache = conv2d_forward(x, w, b, (1, 1), pads, relu=relu, frame=frame)
+    y0, cache0 = conv2d_forward(x, w, b, (1, 1), pads, relu=relu)
+    np.testing.assert_array_equal(y, y0)
+    buf = frame[0]
+    assert y.base is buf and not buf[:, :2].any() and not buf[:, :, :3].any() and not buf[:, 9:].any()
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    for got, want in zip(conv2d_backward(dy, cache), conv2d_backward(dy, cache0)):
+        np.testing.assert_array_equal(got, want)
+    # the next conv (F=4, P=(2, 1), (3, 0)) finds its input in place: same values as from a copy
+    w2 = rng.standard_normal((4, 4, 20, 6)).astype(dtype)
+    y2, _ = conv2d_forward(y, w2, None, (1, 1), ((2, 1), (3, 0)), workspace=consumer_ws)
+    y2_copy, _ = conv2d_forward(np.ascontiguousarray(y0), w2, None, (1, 1), ((2, 1), (3, 0)))
+    np.testing.assert_allclose(y2, y2_copy, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)

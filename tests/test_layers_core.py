@@ -222,7 +222,7 @@ def test_each_layer_agrees_with_pytorch(name, factory, shape, kind, dtype, torch
 @pytest.mark.parametrize("name, batch", [("lenet5", 4), ("cifar-net", 2)])
 def test_builtin_models_agree_with_pytorch_end_to_end(name, batch, dtype, threads, torch, rng, monkeypatch):
     """Sequential.forward/backward as training runs them: fused Conv2d + ReLU, ReLU after max-pool,
-    batch-minor layout for LeNet's convs, and (two-shards) the batch split across two threads."""
+    batch-minor layout of the direct convs, and (two-shards) the batch split across two threads."""
     from cnnkit import parallel
 
     monkeypatch.setattr(parallel, "MIN_SHARD", 1)

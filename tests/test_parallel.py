@@ -2,7 +2,7 @@
 Dropout, reproducible, errors surface.
 
 Stated bounds for the threaded path against one thread (the only difference is the order of the
-floating-point sums: per-shard GEMMs and gradient sums, BatchNorm sums added per shard):
+floating-point sums: per-shard convolutions, GEMMs and gradient sums, BatchNorm sums added per shard):
 relative norm error ≤ 1e-12 in float64 and ≤ 2e-5 in float32, for outputs, input gradients,
 parameter gradients and BatchNorm running statistics. Dropout masks are equal exactly.
 """
@@ -182,3 +182,35 @@ def test_thread_settings(monkeypatch):
         assert parallel.get_threads() == 3
     with pytest.raises(ValueError, match="n must be a positive integer or None"):
         parallel.set_threads(0)
+
+
+def _framed_model(dtype):
+    """Every way an output is written into the next conv's input buffer: conv+ReLU → padded conv,
+    conv → padded conv, ReLU-then-max-pool (run as pool, then ReLU in place) → padded conv, and a
+    plain max-pool → padded conv, with paddings other than the producers' own."""
+    return Sequential([Conv2d(6, 3, padding=1), ReLU(), Conv2d(7, 5, padding=2), Conv2d(8, 3, padding=(1, 2), bias=False),
+                       BatchNorm2d(), ReLU(), MaxPool2d(2), Conv2d(9, 3, padding=1), MaxPool2d(2),
+                       Conv2d(5, 2, padding=1), Flatten(), Linear(4)],
+                      input_shape=(12, 10, 3), dtype=dtype, seed=3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_outputs_written_into_the_next_convs_buffer_equal_the_layer_by_layer_chain(dtype, rng):
+    """The fused, framed step (model.forward/backward, model.logits) against the unfused layer chain
+    (forward_cached/backward_cached), at one and two threads."""
+    model = _framed_model(dtype)
+    x = rng.standard_normal((6, 12, 10, 3)).astype(dtype)
+    z_ref, caches = model.forward_cached(x)
+    dz = rng.standard_normal(z_ref.shape).astype(dtype)
+    dx_ref, layer_grads = model.backward_cached(dz, caches)
+    grads_ref = [g[name] for layer, g in zip(model.layers, layer_grads) for name in layer.params]
+    for threads in (1, 2):
+        z, dx, grads, _ = _step(model, x, dz, threads)
+        assert _rel(z, z_ref) <= BOUND[dtype] and _rel(dx, dx_ref) <= BOUND[dtype]
+        for g, g_ref in zip(grads, grads_ref):
+            assert _rel(g, g_ref) <= BOUND[dtype]
+    model.eval()
+    logits_ref = model.forward_cached(x)[0]
+    for threads in (1, 2):
+        with parallel.threads(threads):
+            assert _rel(model.logits(x, batch_size=4), logits_ref) <= BOUND[dtype]

@@ -182,7 +182,7 @@ class _NativeProxy(types.ModuleType):
     geometry ((C, Hp, Wp, N), (FH, FW, K), (H', W')); its other calls (the backward's mask-and-place
     pass, max pooling) as element-wise work."""
 
-    _CONVOLUTIONS = frozenset({"conv_forward", "conv_weight_grad"})
+    _CONVOLUTIONS = {"conv_forward": 4, "conv_weight_grad": 3}  # where the geometry arguments start
 
     def __init__(self, module: types.ModuleType) -> None:
         super().__init__(module.__name__)
@@ -192,15 +192,15 @@ class _NativeProxy(types.ModuleType):
         fn = getattr(self._module, name)
         if not callable(fn):
             return fn
-        convolution = name in self._CONVOLUTIONS
+        start = self._CONVOLUTIONS.get(name)
 
         def call(*args):
             rec = _RECORDER
             plain = tuple(_plain(a) for a in args)
             if rec is None:
                 return fn(*plain)
-            if convolution:
-                (c, _, _, n), (fh, fw, k), (ho, wo) = args[-5:-2]
+            if start is not None:
+                (c, _, _, n), (fh, fw, k), (ho, wo) = args[start:start + 3]
                 return rec.call(GEMM, 2 * c * fh * fw * k * ho * wo * n, fn, *plain)
             return rec.call(ELEMENTWISE, 0, fn, *plain)
         return call

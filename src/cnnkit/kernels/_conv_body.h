@@ -148,18 +148,18 @@ static inline void FN(dw_##CB##_##KB)(const ConvGeom *g, const T *x, const T *dy
     for (int r = r0; r < r1; r++) {                                                                  \
         const T *xr = x + (size_t)c0 * g->chan_x + (size_t)(r + i * g->dh) * g->row_x               \
                       + (size_t)j * g->dw * g->n;                                                    \
-        const T *dr = dy + (size_t)k0 * g->chan_y + (size_t)r * span;                                \
+        const T *dr = dy + g->dy_off + (size_t)k0 * g->dy_chan + (size_t)r * g->dy_row;              \
         for (size_t s = 0; s < full; s += VL) {                                                      \
             V xv[CB], dv[KB];                                                                        \
             for (int cc = 0; cc < CB; cc++) xv[cc] = FN(loadv)(xr + cc * g->chan_x + s);             \
-            for (int kk = 0; kk < KB; kk++) dv[kk] = FN(loadv)(dr + kk * g->chan_y + s);             \
+            for (int kk = 0; kk < KB; kk++) dv[kk] = FN(loadv)(dr + kk * g->dy_chan + s);            \
             for (int cc = 0; cc < CB; cc++)                                                          \
                 for (int kk = 0; kk < KB; kk++) acc[cc][kk] += xv[cc] * dv[kk];                      \
         }                                                                                            \
         for (size_t s = full; s < span; s++)                                                         \
             for (int cc = 0; cc < CB; cc++)                                                          \
                 for (int kk = 0; kk < KB; kk++)                                                      \
-                    tail[cc][kk] += xr[cc * g->chan_x + s] * dr[kk * g->chan_y + s];                 \
+                    tail[cc][kk] += xr[cc * g->chan_x + s] * dr[kk * g->dy_chan + s];                \
     }                                                                                                \
     T *out = dw + ((size_t)(i * g->fw + j) * g->c + c0) * g->k + k0;                                 \
     for (int cc = 0; cc < CB; cc++)                                                                  \
@@ -285,7 +285,7 @@ static int FN(conv_weight_grad)(const ConvGeom *g, const T *x, const T *dy, T *d
                 for (int c = 0; c < g->c; c++)
                     op[(i * g->fw + j) * g->c + c] = dw + ((size_t)(i * g->fw + j) * g->c + c) * g->k;
         for (int r = 0; r < g->ho; r++) {
-            FN(transpose)(dy + (size_t)r * span, g->chan_y, kv, span, dyt); /* (K, span) -> (span, K) */
+            FN(transpose)(dy + g->dy_off + (size_t)r * g->dy_row, g->dy_chan, kv, span, dyt); /* (K, span) -> (span, K) */
             for (int i = 0; i < g->fh; i++) /* the input span each (i, j, c) row reads for output row r */
                 for (int j = 0; j < g->fw; j++)
                     for (int c = 0; c < g->c; c++)

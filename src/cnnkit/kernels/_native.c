@@ -52,6 +52,9 @@ typedef struct {
     /* where conv_forward writes y: filter k, row r at out_off + k·out_chan + r·out_row (a dense
      * (K, H', W', N) array, or the interior of a larger zero-bordered one: a frame) */
     size_t out_chan, out_row, out_off;
+    /* where conv_weight_grad reads dy: filter k, row r at dy_off + k·dy_chan + r·dy_row (dense, or
+     * the interior of a frame such as the zero-padded dy that dx is computed from) */
+    size_t dy_chan, dy_row, dy_off;
 } ConvGeom;
 
 #define FWD_PREFETCH_ROWS 8
@@ -152,6 +155,9 @@ static int check_geometry(ConvGeom *g) {
     g->out_chan = g->chan_y;
     g->out_row = (size_t)g->wo * g->n;
     g->out_off = 0;
+    g->dy_chan = g->chan_y;
+    g->dy_row = (size_t)g->wo * g->n;
+    g->dy_off = 0;
     return 0;
 }
 
@@ -206,17 +212,30 @@ fail_x:
 
 static PyObject *py_conv_weight_grad(PyObject *self, PyObject *args) {
     PyObject *ox, *ody, *odw;
-    int rows_per_block;
+    int rows_per_block, hd = 0, wd = 0, dt = -1, dl = -1;
     ConvGeom g = {0};
-    if (!PyArg_ParseTuple(args, "OOO(iiii)(iii)(ii)(ii)i:conv_weight_grad", &ox, &ody, &odw, &g.c, &g.hp, &g.wp,
-                          &g.n, &g.fh, &g.fw, &g.k, &g.ho, &g.wo, &g.dh, &g.dw, &rows_per_block))
+    if (!PyArg_ParseTuple(args, "OOO(iiii)(iii)(ii)(ii)i|(iiii):conv_weight_grad", &ox, &ody, &odw, &g.c, &g.hp,
+                          &g.wp, &g.n, &g.fh, &g.fw, &g.k, &g.ho, &g.wo, &g.dh, &g.dw, &rows_per_block, &hd, &wd, &dt,
+                          &dl))
         return NULL;
     if (check_geometry(&g) < 0) return NULL;
     if (rows_per_block < 1) rows_per_block = 1;
+    Py_ssize_t dy_count = product(4, g.k, g.ho, g.wo, g.n);
+    if (dt >= 0 || dl >= 0) { /* dy's rows in the interior of a (K, Hd, Wd, N) frame at (dt, dl) */
+        if (dt < 0 || dl < 0 || (long long)dt + g.ho > hd || (long long)dl + g.wo > wd ||
+            (dy_count = product(4, g.k, hd, wd, g.n)) < 0) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "_native: dy's frame must hold its rows at (top, left)");
+            return NULL;
+        }
+        g.dy_row = (size_t)wd * g.n;
+        g.dy_chan = (size_t)hd * g.dy_row;
+        g.dy_off = (size_t)dt * g.dy_row + (size_t)dl * g.n;
+    }
     Py_buffer x, dy, dw;
     char kind = 0;
     if (get_buffer(ox, &x, "x", 0, product(4, g.c, g.hp, g.wp, g.n), &kind) < 0) return NULL;
-    if (get_buffer(ody, &dy, "dy", 0, product(4, g.k, g.ho, g.wo, g.n), &kind) < 0) goto fail_x;
+    if (get_buffer(ody, &dy, "dy", 0, dy_count, &kind) < 0) goto fail_x;
     if (get_buffer(odw, &dw, "dw", 1, product(4, g.fh, g.fw, g.c, g.k), &kind) < 0) goto fail_dy;
     int status;
     Py_BEGIN_ALLOW_THREADS
@@ -408,8 +427,9 @@ static PyMethodDef methods[] = {
      "y = x ⋆ w + b (stride 1) in batch-minor memory, written into y (K, H', W', N), or into the interior "
      "at (top, left) of a (K, Hq, Wq, N) frame y."},
     {"conv_weight_grad", py_conv_weight_grad, METH_VARARGS,
-     "conv_weight_grad(x, dy, dw, (C, Hp, Wp, N), (FH, FW, K), (H', W'), (DH, DW), rows_per_block): "
-     "dw = Σ windows of x · dy (stride 1), written into dw."},
+     "conv_weight_grad(x, dy, dw, (C, Hp, Wp, N), (FH, FW, K), (H', W'), (DH, DW), rows_per_block"
+     "[, (Hd, Wd, top, left)]): dw = Σ windows of x · dy (stride 1), written into dw; dy dense (K, H', W', N), "
+     "or the interior of a (K, Hd, Wd, N) frame."},
     {"backward_prep", py_backward_prep, METH_VARARGS,
      "backward_prep(dy, y or None, dym or None, z or None, db or None, (K, H', W', N), (Hz, Wz, top, left)"
      "[, (Hy, Wy, top, left)]): in one pass, dym = dy·[y > 0], db = Σ dym per filter, z = dym placed at "

@@ -412,25 +412,32 @@ def _backward_direct(dy, saved, w, g: _Geometry, need_dx, has_bias, workspace, r
     z_shape = (g.k, g.h + eh, g.wd + ew, g.n)
     z = _scratch(workspace, "z_direct", z_shape, dy.dtype) if need_dx else None
     # one pass over dy: the fused ReLU's mask (from y's batch-minor memory, in its frame when it was
-    # written into one), db, and z
-    dym = dyc if relu_y is None else _scratch(workspace, "dy_masked", dyc.shape, dy.dtype)
+    # written into one), db, and z; the weight gradient then reads the masked dy from z when z holds
+    # all of it, else from a masked copy
+    top, left = eh - pt, ew - pl
+    from_z = z is not None and 0 <= top and top + g.ho <= z_shape[1] and 0 <= left and left + g.wo <= z_shape[2]
+    dym = dyc if relu_y is None or from_z else _scratch(workspace, "dy_masked", dyc.shape, dy.dtype)
     db = np.empty(g.k, dy.dtype) if has_bias else None
     if relu_y is not None or z is not None or db is not None:
         if relu_y is None:
             y, y_place = None, ()
         elif y_frame is not None:
-            y, top, left = y_frame
-            y_place = ((*y.shape[1:3], top, left),)
+            y, y_top, y_left = y_frame
+            y_place = ((*y.shape[1:3], y_top, y_left),)
         else:
             y, y_place = to_batch_minor(relu_y), ()
-        _native.backward_prep(dyc, y, None if relu_y is None else dym, z, db, dyc.shape,
-                              (*z_shape[1:3], eh - pt, ew - pl), *y_place)
+        _native.backward_prep(dyc, y, None if relu_y is None or from_z else dym, z, db, dyc.shape,
+                              (*z_shape[1:3], top, left), *y_place)
     dw = np.empty(w.shape, dy.dtype)
     # rows per block of the weight gradient's leftover filters (K mod the vector width): their
     # input rows and dy rows in the core's L1 cache
     row_bytes = (g.c * g.padded_hw[1] + g.k * g.wo) * g.n * dy.itemsize
-    _native.conv_weight_grad(xpc, dym, dw, *_direct_geometry(g, g.c, g.padded_hw, g.k, (g.ho, g.wo)),
-                             max(1, DIRECT_DW_BYTES // row_bytes))
+    geometry = _direct_geometry(g, g.c, g.padded_hw, g.k, (g.ho, g.wo))
+    if from_z:
+        _native.conv_weight_grad(xpc, z, dw, *geometry, max(1, DIRECT_DW_BYTES // row_bytes),
+                                 (*z_shape[1:3], top, left))
+    else:
+        _native.conv_weight_grad(xpc, dym, dw, *geometry, max(1, DIRECT_DW_BYTES // row_bytes))
     if not need_dx:
         return None, dw, db
     w_flip = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))  # (FH, FW, K, C)
