@@ -154,6 +154,19 @@ class Optimizer:
         return f"{type(self).__name__}({args})"
 
 
+def _native():
+    from .kernels import _native as native  # the compiled helper (see cnnkit.kernels._native)
+
+    return native
+
+
+def _one_pass(w: np.ndarray, *others: np.ndarray) -> bool:
+    """The compiled one-pass step applies: float32/float64 arrays of one dtype and shape, C-contiguous
+    (parameters, gradients and state always are; a user's odd array takes the NumPy steps)."""
+    return (w.dtype in (np.float32, np.float64) and w.flags.c_contiguous and w.flags.writeable
+            and all(a.dtype == w.dtype and a.shape == w.shape and a.flags.c_contiguous for a in others))
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight decay.
 
@@ -186,6 +199,11 @@ class SGD(Optimizer):
                                  f"Received: momentum={momentum}, dampening={dampening}")
 
     def _update(self, w, dw, state, scratch):
+        buf = state.get("momentum_buffer")
+        if self.momentum != 0 and buf is not None and _one_pass(w, dw, buf):
+            _native().sgd_momentum(w, buf, dw, self.lr, self.momentum, self.dampening, self.weight_decay,
+                                   self.nesterov)
+            return
         s, t = scratch
         g = self._decayed(w, dw, self.weight_decay, s)
         if self.momentum != 0:
@@ -246,16 +264,22 @@ class Adam(Optimizer):
     def _update(self, w, dw, state, scratch):
         s, t = scratch
         beta1, beta2 = self.betas
-        if self.decoupled:
-            w *= 1 - self.lr * self.weight_decay  # AdamW: decay the weights, not the gradient
-            g = dw
-        else:
-            g = self._decayed(w, dw, self.weight_decay, s)
         if not state:
             state["exp_avg"] = np.zeros_like(w)
             state["exp_avg_sq"] = np.zeros_like(w)
             if self.amsgrad:
                 state["max_exp_avg_sq"] = np.zeros_like(w)
+        bias1 = 1 - beta1 ** self.steps
+        bias2_sqrt = math.sqrt(1 - beta2 ** self.steps)
+        if not self.amsgrad and _one_pass(w, dw, state["exp_avg"], state["exp_avg_sq"]):
+            _native().adam(w, state["exp_avg"], state["exp_avg_sq"], dw, self.lr, beta1, beta2, self.eps,
+                           self.weight_decay, self.decoupled, bias1, bias2_sqrt)
+            return
+        if self.decoupled:
+            w *= 1 - self.lr * self.weight_decay  # AdamW: decay the weights, not the gradient
+            g = dw
+        else:
+            g = self._decayed(w, dw, self.weight_decay, s)
         m, v = state["exp_avg"], state["exp_avg_sq"]
         m *= beta1
         np.multiply(g, 1 - beta1, out=t)
@@ -267,8 +291,6 @@ class Adam(Optimizer):
         if self.amsgrad:
             np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
             v = state["max_exp_avg_sq"]
-        bias1 = 1 - beta1 ** self.steps
-        bias2_sqrt = math.sqrt(1 - beta2 ** self.steps)
         np.sqrt(v, out=t)
         t /= bias2_sqrt
         t += self.eps

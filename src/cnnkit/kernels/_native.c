@@ -1,5 +1,5 @@
 /* cnnkit.kernels._native: cnnkit's compiled helper — direct stride-1 convolution in batch-minor
- * memory, and max pooling (_pool_body.h).
+ * memory, max pooling (_pool_body.h), and one-pass SGD and Adam steps (_optim_body.h).
  *
  * Layout: x (C, Hp, Wp, N) already padded, w (FH, FW, C, K) (HWIO), y (K, H', W', N), all
  * C-contiguous, float32 or float64. With the batch innermost, output row r of filter k is one
@@ -69,26 +69,32 @@ typedef struct {
 #define VI vfi
 #define VL ((int)(VBYTES / sizeof(float)))
 #define SFX _f32
+#define SQRT sqrtf
 #include "_conv_body.h"
 #include "_pool_body.h"
+#include "_optim_body.h"
 #undef T
 #undef V
 #undef VI
 #undef VL
 #undef SFX
+#undef SQRT
 
 #define T double
 #define V vd
 #define VI vdi
 #define VL ((int)(VBYTES / sizeof(double)))
 #define SFX _f64
+#define SQRT sqrt
 #include "_conv_body.h"
 #include "_pool_body.h"
+#include "_optim_body.h"
 #undef T
 #undef V
 #undef VI
 #undef VL
 #undef SFX
+#undef SQRT
 
 /* ------------------------------------------------------------------------------ Python glue */
 
@@ -421,6 +427,71 @@ fail:
     return NULL;
 }
 
+/* The arrays of one parameter's update: all float32 or all float64, C-contiguous, the same size,
+ * writable except dw. Returns the element count, or -1 with ValueError. */
+static Py_ssize_t get_param_buffers(PyObject **objs, Py_buffer *views, int count, char *kind) {
+    static const char *names[] = {"w", "state", "state", "dw"};
+    for (int i = 0; i < count; i++) {
+        int is_grad = i == count - 1;
+        Py_ssize_t need = i == 0 ? 0 : views[0].len / views[0].itemsize;
+        if (get_buffer(objs[i], &views[i], is_grad ? names[3] : names[i < 3 ? i : 2], !is_grad, need, kind) < 0) {
+            for (int j = 0; j < i; j++) PyBuffer_Release(&views[j]);
+            return -1;
+        }
+        if (views[i].len != views[0].len) {
+            PyErr_SetString(PyExc_ValueError, "_native: a parameter, its gradient and its state must have one size");
+            for (int j = 0; j <= i; j++) PyBuffer_Release(&views[j]);
+            return -1;
+        }
+    }
+    return views[0].len / views[0].itemsize;
+}
+
+static PyObject *py_sgd_momentum(PyObject *self, PyObject *args) {
+    PyObject *objs[3];
+    double lr, momentum, dampening, weight_decay;
+    int nesterov;
+    if (!PyArg_ParseTuple(args, "OOOddddp:sgd_momentum", &objs[0], &objs[1], &objs[2], &lr, &momentum, &dampening,
+                          &weight_decay, &nesterov))
+        return NULL;
+    Py_buffer v[3];
+    char kind = 0;
+    Py_ssize_t count = get_param_buffers(objs, v, 3, &kind);
+    if (count < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    if (kind == 'f')
+        sgd_momentum_f32(v[0].buf, v[1].buf, v[2].buf, count, (float)lr, (float)momentum, (float)dampening,
+                         (float)weight_decay, nesterov);
+    else
+        sgd_momentum_f64(v[0].buf, v[1].buf, v[2].buf, count, lr, momentum, dampening, weight_decay, nesterov);
+    Py_END_ALLOW_THREADS
+    for (int i = 0; i < 3; i++) PyBuffer_Release(&v[i]);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_adam(PyObject *self, PyObject *args) {
+    PyObject *objs[4];
+    double lr, beta1, beta2, eps, weight_decay, bias1, bias2_sqrt;
+    int decoupled;
+    if (!PyArg_ParseTuple(args, "OOOOdddddpdd:adam", &objs[0], &objs[1], &objs[2], &objs[3], &lr, &beta1, &beta2, &eps,
+                          &weight_decay, &decoupled, &bias1, &bias2_sqrt))
+        return NULL;
+    Py_buffer v[4];
+    char kind = 0;
+    Py_ssize_t count = get_param_buffers(objs, v, 4, &kind);
+    if (count < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    if (kind == 'f')
+        adam_f32(v[0].buf, v[1].buf, v[2].buf, v[3].buf, count, (float)lr, (float)beta1, (float)beta2, (float)eps,
+                 (float)weight_decay, decoupled, (float)bias1, (float)bias2_sqrt);
+    else
+        adam_f64(v[0].buf, v[1].buf, v[2].buf, v[3].buf, count, lr, beta1, beta2, eps, weight_decay, decoupled, bias1,
+                 bias2_sqrt);
+    Py_END_ALLOW_THREADS
+    for (int i = 0; i < 4; i++) PyBuffer_Release(&v[i]);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"conv_forward", py_conv_forward, METH_VARARGS,
      "conv_forward(x, w, b, y, (C, Hp, Wp, N), (FH, FW, K), (H', W'), (DH, DW), relu[, (Hq, Wq, top, left)]): "
@@ -434,6 +505,12 @@ static PyMethodDef methods[] = {
      "backward_prep(dy, y or None, dym or None, z or None, db or None, (K, H', W', N), (Hz, Wz, top, left)"
      "[, (Hy, Wy, top, left)]): in one pass, dym = dy·[y > 0], db = Σ dym per filter, z = dym placed at "
      "(top, left) in zeros; y dense like dy, or the interior of a (K, Hy, Wy, N) frame."},
+    {"sgd_momentum", py_sgd_momentum, METH_VARARGS,
+     "sgd_momentum(w, buf, dw, lr, momentum, dampening, weight_decay, nesterov): one SGD-with-momentum step "
+     "(after the first) in one pass, w and buf in place."},
+    {"adam", py_adam, METH_VARARGS,
+     "adam(w, m, v, dw, lr, beta1, beta2, eps, weight_decay, decoupled, bias1, bias2_sqrt): one Adam/AdamW step "
+     "(no amsgrad) in one pass, w, m and v in place."},
     {"maxpool_forward", py_maxpool_forward, METH_VARARGS,
      "maxpool_forward(x, y, argmax or None, (A, H, W, B), (FH, FW), (SH, SW), (top, left), (H', W')"
      "[, (Hq, Wq, top, left)]): max pooling of (A, H, W, B) arrays (B innermost) with -inf padding, written "
