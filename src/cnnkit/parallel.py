@@ -389,15 +389,34 @@ def infer(model, x: np.ndarray, batch_size: int) -> np.ndarray:
     per_shard = max(1, min(batch_size // len(bounds), INFER_BYTES // _per_image(model)[1]))
 
     ops = plan(model.layers)
+    # The layers from the first one whose output is a vector (Flatten, Linear) on run over the whole
+    # shard's vectors at once, in batches of up to batch_size / shards: their matrix multiplies run
+    # at 157 GF/s with 128 rows against 99 with the 32 of one chunk (CIFAR-net's fc1, one core).
+    chain = model.shapes()
+    split = next((t + 1 for t, (_, i, j) in enumerate(ops) if len(chain[max(i, j)][2]) == 1), len(ops))
+    head, tail = ops[:split], ops[split:]
+    per_tail = max(1, batch_size // len(bounds))
+
+    def forward_part(part, xs, workspaces):
+        done, (a, _) = _advance(_run_forward(model, part, xs, workspaces, {}, 0, keep=False), None)
+        if not done:  # only training-mode BatchNorm waits for the other shards
+            raise RuntimeError("parallel.infer needs the model in evaluation mode")
+        return a
 
     def shard(s: int, lo: int, hi: int) -> None:
         workspaces = _workspaces(model, s, "infer")
+        if not tail:
+            for start in range(lo, hi, per_shard):
+                a = forward_part(head, x[start:min(hi, start + per_shard)], workspaces)
+                y[start:start + len(a)] = a
+            return
+        mid = np.empty((hi - lo, *chain[max(head[-1][1:])][2]), model.dtype)  # the shard's vectors
         for start in range(lo, hi, per_shard):
-            gen = _run_forward(model, ops, x[start:min(hi, start + per_shard)], workspaces, {}, 0, keep=False)
-            done, (a, _) = _advance(gen, None)
-            if not done:  # only training-mode BatchNorm waits for the other shards
-                raise RuntimeError("parallel.infer needs the model in evaluation mode")
-            y[start:start + len(a)] = a
+            a = forward_part(head, x[start:min(hi, start + per_shard)], workspaces)
+            mid[start - lo:start - lo + len(a)] = a
+        for start in range(0, hi - lo, per_tail):
+            a = forward_part(tail, mid[start:start + per_tail], workspaces)
+            y[lo + start:lo + start + len(a)] = a
 
     with _runner(len(bounds)) as run:
         run([functools.partial(shard, s, lo, hi) for s, (lo, hi) in enumerate(bounds)])
