@@ -37,6 +37,7 @@ def _close(got, want, dtype) -> None:
 
 
 # (N, (H, W), C, K, (FH, FW), dilation, padding). Spans W'·N of 8–90 values (never a multiple of 16);
+# K = 31 and 20 with a span of 46 reach the 12 × 2 tail blocks;
 # K = 37 and 27 mix vectorised and dot-product filters in the weight gradient, C = 16 with 5×5
 # filters turns prefetching on; the test below checks the list reaches every block.
 CONV_CASES = {
@@ -48,6 +49,8 @@ CONV_CASES = {
     "K27-C7-F3-D2-same": (7, (6, 9), 7, 27, (3, 3), 2, "same"),
     "K5-C14-span8": (2, (5, 6), 14, 5, (3, 3), 1, 0),
     "K3-F3x2-D2x1-asym": (9, (5, 9), 2, 3, (3, 2), (2, 1), ((0, 2), (1, 1))),
+    "K31-C3-1x1-span46": (2, (4, 23), 3, 31, (1, 1), 1, 0),  # span mod 3·VL >= 2·VL at every width
+    "K20-C2-1x1-span46": (2, (3, 23), 2, 20, (1, 1), 1, 0),
 }
 
 
@@ -71,7 +74,11 @@ def _fwd_blocks(channels, filters, taps, span, vl, vbytes):
     wide = (6, 4) if filters <= 6 else (8, 3)
     if span >= wide[1] * vl:
         k_loop(*wide)
-    if span % (wide[1] * vl) >= vl:
+    rest = span % (wide[1] * vl)
+    if filters > 6 and rest >= 2 * vl:  # a 2-vector tail: 12 filters × 2 vectors
+        out.update(("fwd", b, 2) for b in _split(filters, [12, 8, 4, 2, 1]))
+        rest -= 2 * vl
+    if rest >= vl:
         k_loop(8, 1)
     if span % vl:
         out.add(("fwd-scalar",))
@@ -121,7 +128,8 @@ def test_the_conv_cases_reach_every_compiled_block_at_every_vector_width(vbytes,
     """CONV_CASES run every micro-kernel of _conv_body.h for SSE/NEON, AVX2 and AVX-512 vectors
     (a model of its blocking: update it with the kernel)."""
     vl = vbytes // itemsize
-    fwd = {(8, 3), (6, 4), (8, 1), (4, 4), (4, 3), (4, 1), (2, 4), (2, 3), (2, 1), (1, 4), (1, 3), (1, 1)}
+    fwd = {(8, 3), (6, 4), (8, 1), (4, 4), (4, 3), (4, 1), (2, 4), (2, 3), (2, 1), (1, 4), (1, 3), (1, 1),
+           (12, 2), (8, 2), (4, 2), (2, 2), (1, 2)}
     want = ({("fwd", *b) for b in fwd} | {("dwk", cb, nv) for cb in ("R", 4, 2, 1) for nv in (1, 2)}
             | {("dw", cb, kb) for cb in (4, 2, 1) for kb in (4, 2, 1) if kb < vl}  # leftovers < VL
             | {(name,) for name in ("fwd-scalar", "prefetch", "transpose-tile", "transpose-scalar",

@@ -54,6 +54,11 @@ static inline void FN(fwd_##KB##_##NV)(const ConvGeom *g, const size_t *off, con
 }
 
 FWD_MK(8, 3)
+FWD_MK(12, 2)
+FWD_MK(8, 2)
+FWD_MK(4, 2)
+FWD_MK(2, 2)
+FWD_MK(1, 2)
 FWD_MK(6, 4)
 FWD_MK(8, 1)
 FWD_MK(4, 4)
@@ -83,11 +88,13 @@ static void FN(fwd_scalar)(const ConvGeom *g, const T *xs, const T *w, const T *
     }
 }
 
-/* Filters k0… in blocks of KB (then 4, 2, 1) for NV vectors of the span from xs. */
+/* Filters k0… in blocks of KB (then 8 when KB > 8, 4, 2, 1: every count left over) for NV vectors
+ * of the span from xs. */
 #define FWD_KLOOP(KB, NV)                                                                           \
     do {                                                                                             \
         int k0 = 0;                                                                                  \
         for (; k0 + KB <= g->k; k0 += KB) FN(fwd_##KB##_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->out_chan); \
+        if (KB > 8 && k0 + 8 <= g->k) { FN(fwd_8_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->out_chan); k0 += 8; } \
         if (k0 + 4 <= g->k) { FN(fwd_4_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->out_chan); k0 += 4; } \
         if (k0 + 2 <= g->k) { FN(fwd_2_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->out_chan); k0 += 2; } \
         if (k0 + 1 <= g->k) { FN(fwd_1_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->out_chan); k0 += 1; } \
@@ -123,6 +130,12 @@ static int FN(conv_forward)(const ConvGeom *g, const T *x, const T *w, const T *
                 T *ys = yr + s;
                 FWD_KLOOP(8, 3);
             }
+        if (g->k > 6 && s + 2 * VL <= span) { /* a 2-vector tail: 12 filters × 2 vectors */
+            const T *xs = xr + s;
+            T *ys = yr + s;
+            FWD_KLOOP(12, 2);
+            s += 2 * VL;
+        }
         for (; s + VL <= span; s += VL) {
             const T *xs = xr + s;
             T *ys = yr + s;
