@@ -12,7 +12,8 @@ setup(
             sources=["src/cnnkit/kernels/_native.c"],
             depends=["src/cnnkit/kernels/_conv_body.h", "src/cnnkit/kernels/_pool_body.h",
                      "src/cnnkit/kernels/_optim_body.h"],
-            extra_compile_args=["-O3", "-march=native", "-ffp-contract=fast", "-std=gnu11"],
+            extra_compile_args=["-O3", "-march=native", "-ffp-contract=fast", "-std=gnu11",
+                                "-Werror=implicit-function-declaration"],
         )
     ]
 )

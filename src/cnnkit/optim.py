@@ -200,9 +200,12 @@ class SGD(Optimizer):
 
     def _update(self, w, dw, state, scratch):
         buf = state.get("momentum_buffer")
-        if self.momentum != 0 and buf is not None and _one_pass(w, dw, buf):
+        if self.momentum != 0 and _one_pass(w, dw) and (buf is None or _one_pass(w, buf)):
+            first = buf is None
+            if first:  # torch: the buffer starts as the first step's gradient
+                buf = state["momentum_buffer"] = np.empty_like(w)
             _native().sgd_momentum(w, buf, dw, self.lr, self.momentum, self.dampening, self.weight_decay,
-                                   self.nesterov)
+                                   self.nesterov, first)
             return
         s, t = scratch
         g = self._decayed(w, dw, self.weight_decay, s)

@@ -15,11 +15,14 @@ What stays a property of the *whole* batch:
 * **Dropout**: the mask of the whole batch is drawn from the layer's generator before the shards
   start, exactly the draw a single thread makes, and each shard takes its rows.
 
-Fusion (the same values as layer by layer): a Conv2d followed by a ReLU runs as one kernel
-(bias and ReLU applied to each output block while it is in registers, the ReLU's mask applied in
-the conv backward's first pass over dy); a ReLU followed by a MaxPool2d runs after the pool, on 1/(FH·FW) of the
-values (max and ReLU commute: max(relu(a), relu(b)) = relu(max(a, b)), and the gradients agree,
-ties included). Inference pools without the argmax bookkeeping. :meth:`Sequential.activations`
+Fusion (the same values as layer by layer, for finite gradients): a Conv2d followed by a ReLU
+runs as one kernel (bias and ReLU applied to each output block while it is in registers, the
+ReLU's mask applied in the conv backward's first pass over dy); a ReLU followed by a MaxPool2d
+runs after the pool, on 1/(FH·FW) of the values (max and ReLU commute: max(relu(a), relu(b)) =
+relu(max(a, b)), and the gradients agree, ties included). Inference pools without the argmax
+bookkeeping. A conv or max-pool that feeds a padded conv writes its output straight into that
+conv's zero-bordered input buffer (see :func:`cnnkit.kernels.conv.direct_input_frame`), and in
+inference the layers from the first vector output on run on blocks of a shard's images at once. :meth:`Sequential.activations`
 and the ``*_cached`` pair do not fuse: they give every layer's own output; nor do layers whose
 methods were replaced on the instance (``cnnkit profile`` clocks each layer that way, so it times
 the unfused chain).
@@ -165,7 +168,8 @@ def _overridden(layer) -> bool:
 
 
 def _call_forward(layer, x, workspace, **kwargs):
-    return layer.forward_cached(x, workspace=workspace, **kwargs) if workspace is not None else layer.forward_cached(x)
+    return layer.forward_cached(x, workspace=workspace, **kwargs) if workspace is not None else layer.forward_cached(
+        x, **kwargs)
 
 
 def _call_backward(layer, dy, cache, need_dx, workspace):
@@ -189,8 +193,9 @@ def _next_frame(layers, ops, t: int, workspaces, batch: int):
 
 def _run_forward(model, ops, x, workspaces, masks: dict, batch: int, keep: bool):
     """Generator: the layers on one shard's ``x``; returns ``(y, caches)`` (caches None unless
-    ``keep``); yields at the barriers of training-mode BatchNorm layers. A conv or max-pool whose
-    output feeds a padded conv writes it straight into that conv's zero-bordered input buffer."""
+    ``keep``); yields at the barriers of training-mode BatchNorm layers. A conv or max-pool (with or
+    without a ReLU after it) whose output feeds a padded conv writes it straight into that conv's
+    zero-bordered input buffer."""
     layers = model.layers
     caches: list[Any] = [None] * len(layers)
     for t, (kind, i, j) in enumerate(ops):
@@ -213,9 +218,12 @@ def _run_forward(model, ops, x, workspaces, masks: dict, batch: int, keep: bool)
             x, caches[i] = dropout_apply(x, masks[i]), (masks[i],)
         elif isinstance(layer, BatchNorm2d) and layer.training:
             x, caches[i] = yield from _batchnorm_forward(layer, x, batch)
-        elif isinstance(layer, MaxPool2d) and not keep and not _overridden(layer):
-            x = maxpool2d_values(x, layer.filter_hw, layer.stride_hw, layer.pads,
-                                 frame=_next_frame(layers, ops, t, workspaces, len(x)))
+        elif isinstance(layer, MaxPool2d) and not _overridden(layer):
+            frame = _next_frame(layers, ops, t, workspaces, len(x))
+            if keep:
+                x, caches[i] = layer.forward_cached(x, frame=frame)
+            else:
+                x = maxpool2d_values(x, layer.filter_hw, layer.stride_hw, layer.pads, frame=frame)
         elif isinstance(layer, Conv2d) and not _overridden(layer):
             x, caches[i] = _call_forward(layer, x, workspaces[i], frame=_next_frame(layers, ops, t, workspaces, len(x)))
         else:
@@ -389,9 +397,10 @@ def infer(model, x: np.ndarray, batch_size: int) -> np.ndarray:
     per_shard = max(1, min(batch_size // len(bounds), INFER_BYTES // _per_image(model)[1]))
 
     ops = plan(model.layers)
-    # The layers from the first one whose output is a vector (Flatten, Linear) on run over the whole
-    # shard's vectors at once, in batches of up to batch_size / shards: their matrix multiplies run
-    # at 157 GF/s with 128 rows against 99 with the 32 of one chunk (CIFAR-net's fc1, one core).
+    # The layers from the first one whose output is a vector (Flatten, Linear) on run over blocks of up
+    # to batch_size / shards images at once, after the layers before them have run on the block's
+    # chunks: their matrix multiplies run at 157 GF/s with 128 rows against 99 with the 32 of one
+    # chunk (CIFAR-net's fc1, one core).
     chain = model.shapes()
     split = next((t + 1 for t, (_, i, j) in enumerate(ops) if len(chain[max(i, j)][2]) == 1), len(ops))
     head, tail = ops[:split], ops[split:]
@@ -410,13 +419,13 @@ def infer(model, x: np.ndarray, batch_size: int) -> np.ndarray:
                 a = forward_part(head, x[start:min(hi, start + per_shard)], workspaces)
                 y[start:start + len(a)] = a
             return
-        mid = np.empty((hi - lo, *chain[max(head[-1][1:])][2]), model.dtype)  # the shard's vectors
-        for start in range(lo, hi, per_shard):
-            a = forward_part(head, x[start:min(hi, start + per_shard)], workspaces)
-            mid[start - lo:start - lo + len(a)] = a
-        for start in range(0, hi - lo, per_tail):
-            a = forward_part(tail, mid[start:start + per_tail], workspaces)
-            y[lo + start:lo + start + len(a)] = a
+        mid = np.empty((min(per_tail, hi - lo), *chain[max(head[-1][1:])][2]), model.dtype)
+        for b0 in range(lo, hi, per_tail):  # blocks of up to per_tail images: head in chunks, then tail
+            b1 = min(hi, b0 + per_tail)
+            for start in range(b0, b1, per_shard):
+                a = forward_part(head, x[start:min(b1, start + per_shard)], workspaces)
+                mid[start - b0:start - b0 + len(a)] = a
+            y[b0:b1] = forward_part(tail, mid[:b1 - b0], workspaces)
 
     with _runner(len(bounds)) as run:
         run([functools.partial(shard, s, lo, hi) for s, (lo, hi) in enumerate(bounds)])

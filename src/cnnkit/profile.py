@@ -29,8 +29,9 @@ given is never changed):
    assignment, allocations and page faults, Python.
 
 The proxy and the wrappers exist only inside :func:`profile_model`; nothing costs anything when
-no profile runs. Limits:
-when a kernel runs shards in several threads, the times of each category are summed over the
+no profile runs. Limits: the layers are clocked one by one, so the profiled step runs unfused
+(no Conv2d + ReLU kernel, no outputs written into the next conv's buffer) and is somewhat slower
+than the step training runs; when a kernel runs shards in several threads, the times of each category are summed over the
 threads (so they describe CPU work rather than wall time), and where they add up to more than a
 row's wall time they are scaled down to it. The ``(outside layers)`` row is the step's time not spent in a layer,
 the loss or the optimiser (the model's own glue).

@@ -4,7 +4,7 @@ Each op is a ``*_forward(...) -> (y, cache)`` and ``*_backward(dy, cache, ...) -
 (cs231n style). Layers in :mod:`cnnkit.layers` own the parameters and call these.
 """
 
-try:  # the compiled helper (direct convolution, max pooling), built when cnnkit is installed
+try:  # the compiled helper (direct convolution, max pooling, optimiser steps), built at install
     from . import _native  # noqa: F401
 except ImportError as error:  # pragma: no cover - only on a broken install
     raise ImportError(

@@ -60,6 +60,7 @@ FWD_MK(4, 2)
 FWD_MK(2, 2)
 FWD_MK(1, 2)
 FWD_MK(6, 4)
+FWD_MK(8, 4) /* named by FWD_KLOOP(6, 4)'s 8-filter step, which KB = 6 never takes */
 FWD_MK(8, 1)
 FWD_MK(4, 4)
 FWD_MK(4, 3)
@@ -345,26 +346,27 @@ static void FN(backward_prep)(const T *dy, const T *y, T *dym, T *z, T *db, int 
             /* y's row: dense like dy, or in the interior of a (K, hy, wy, N) frame at (yt, yl) */
             const T *yr = y ? y + (((size_t)k * hy + r + yt) * wy + yl) * n : NULL;
             T *m = dym ? dym + o : NULL;
+            /* z's row that dy's row r lands in; dy's column q goes to its column q + left */
             T *zr = NULL;
-            if (z && r + top >= 0 && r + top < hz && c1 > c0)
-                zr = z + ((size_t)k * hz + r + top) * zrow + (size_t)left * n;  /* column 0 of dy's row */
+            if (z && r + top >= 0 && r + top < hz && c1 > c0) zr = z + ((size_t)k * hz + r + top) * zrow;
+            const ptrdiff_t shift = (ptrdiff_t)left * n;
             size_t s = 0;
             for (; s + VL <= span; s += VL) {
                 V v = FN(loadv)(d + s);
                 if (yr) v = (V)((VI)v & (FN(loadv)(yr + s) > (T)0));
                 acc += v;
                 if (m) FN(storev)(m + s, v);
-                if (zr && s >= (size_t)c0 * n && s + VL <= (size_t)c1 * n) FN(storev)(zr + s, v);
+                if (zr && s >= (size_t)c0 * n && s + VL <= (size_t)c1 * n) FN(storev)(zr + (ptrdiff_t)s + shift, v);
                 else if (zr)
                     for (int e = 0; e < VL; e++)
-                        if (s + e >= (size_t)c0 * n && s + e < (size_t)c1 * n) zr[s + e] = v[e];
+                        if (s + e >= (size_t)c0 * n && s + e < (size_t)c1 * n) zr[(ptrdiff_t)(s + e) + shift] = v[e];
             }
             for (; s < span; s++) {
                 T v = d[s];
                 if (yr && !(yr[s] > 0)) v = 0;
                 tail += v;
                 if (m) m[s] = v;
-                if (zr && s >= (size_t)c0 * n && s < (size_t)c1 * n) zr[s] = v;
+                if (zr && s >= (size_t)c0 * n && s < (size_t)c1 * n) zr[(ptrdiff_t)s + shift] = v;
             }
         }
         if (db) db[k] = FN(hsum)(acc) + tail;

@@ -9,16 +9,19 @@
  *     y[k, r, :] = b[k] + Σ_{i, j, c} w[i, j, c, k] · x[c, r + i·DH, j·DW·N : j·DW·N + W'·N]
  *
  * so the convolution is a sum of shifted, scaled copies (no im2col matrix is ever made). The
- * forward micro-kernel keeps a block of 12 filters × 2 SIMD vectors of the span in registers and
- * runs the whole FH·FW·C reduction over it (per step: 2 vector loads, 12 broadcasts, 24 FMAs).
+ * forward micro-kernel keeps a block of 8 filters × 3 SIMD vectors of the span (6 × 4 with at
+ * most 6 filters; 12 × 2 for a 2-vector tail of the span) in registers and runs the whole FH·FW·C
+ * reduction over it (per step: 3 vector loads, 8 broadcasts, 24 FMAs), prefetching the rows ahead.
  * The weight gradient is the matching sum of products
  *
  *     dw[i, j, c, k] = Σ_r x[c, r + i·DH, j·DW·N : …] · dy[k, r, :]
  *
  * computed per output row with dy's row transposed to (W'·N, K), so that the vectors run along the
  * filters: a block of 12 (tap, channel) rows × 2 vectors of filters is kept in registers while the
- * span streams by (per step: 2 vector loads, 12 broadcasts, 24 FMAs). The input gradient at stride 1 is a forward convolution of the zero-padded dy
- * with the flipped kernel (cnnkit.kernels.conv does that with conv_forward).
+ * span streams by (per step: 2 vector loads, 12 broadcasts, 24 FMAs). The input gradient at
+ * stride 1 is a forward convolution of the zero-padded dy with the flipped kernel
+ * (cnnkit.kernels.conv does that with conv_forward, after backward_prep's one pass over dy for
+ * the fused ReLU's mask, db and that zero-padded copy).
  *
  * The Python wrappers check every buffer's type, contiguity and size against the geometry before
  * touching memory, and release the GIL while they compute, so batch shards run in parallel threads.
@@ -29,6 +32,7 @@
 #include <Python.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -450,9 +454,9 @@ static Py_ssize_t get_param_buffers(PyObject **objs, Py_buffer *views, int count
 static PyObject *py_sgd_momentum(PyObject *self, PyObject *args) {
     PyObject *objs[3];
     double lr, momentum, dampening, weight_decay;
-    int nesterov;
-    if (!PyArg_ParseTuple(args, "OOOddddp:sgd_momentum", &objs[0], &objs[1], &objs[2], &lr, &momentum, &dampening,
-                          &weight_decay, &nesterov))
+    int nesterov, first = 0;
+    if (!PyArg_ParseTuple(args, "OOOddddp|p:sgd_momentum", &objs[0], &objs[1], &objs[2], &lr, &momentum, &dampening,
+                          &weight_decay, &nesterov, &first))
         return NULL;
     Py_buffer v[3];
     char kind = 0;
@@ -461,9 +465,9 @@ static PyObject *py_sgd_momentum(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     if (kind == 'f')
         sgd_momentum_f32(v[0].buf, v[1].buf, v[2].buf, count, (float)lr, (float)momentum, (float)dampening,
-                         (float)weight_decay, nesterov);
+                         (float)weight_decay, nesterov, first);
     else
-        sgd_momentum_f64(v[0].buf, v[1].buf, v[2].buf, count, lr, momentum, dampening, weight_decay, nesterov);
+        sgd_momentum_f64(v[0].buf, v[1].buf, v[2].buf, count, lr, momentum, dampening, weight_decay, nesterov, first);
     Py_END_ALLOW_THREADS
     for (int i = 0; i < 3; i++) PyBuffer_Release(&v[i]);
     Py_RETURN_NONE;
@@ -506,8 +510,8 @@ static PyMethodDef methods[] = {
      "[, (Hy, Wy, top, left)]): in one pass, dym = dy·[y > 0], db = Σ dym per filter, z = dym placed at "
      "(top, left) in zeros; y dense like dy, or the interior of a (K, Hy, Wy, N) frame."},
     {"sgd_momentum", py_sgd_momentum, METH_VARARGS,
-     "sgd_momentum(w, buf, dw, lr, momentum, dampening, weight_decay, nesterov): one SGD-with-momentum step "
-     "(after the first) in one pass, w and buf in place."},
+     "sgd_momentum(w, buf, dw, lr, momentum, dampening, weight_decay, nesterov[, first]): one SGD-with-momentum "
+     "step in one pass, w and buf in place (first: buf = g, its old contents unread)."},
     {"adam", py_adam, METH_VARARGS,
      "adam(w, m, v, dw, lr, beta1, beta2, eps, weight_decay, decoupled, bias1, bias2_sqrt): one Adam/AdamW step "
      "(no amsgrad) in one pass, w, m and v in place."},
@@ -522,7 +526,8 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native",
-                                    "cnnkit's compiled kernels: direct stride-1 convolution in batch-minor memory, and max pooling.", -1, methods};
+                                    "cnnkit's compiled kernels: direct stride-1 convolution in batch-minor memory, max pooling, and "
+                                    "one-pass SGD/Adam steps.", -1, methods};
 
 PyMODINIT_FUNC PyInit__native(void) {
     PyObject *m = PyModule_Create(&module);

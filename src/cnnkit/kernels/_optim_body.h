@@ -6,14 +6,14 @@
 #define CAT(a, b) CAT_(a, b)
 #define FN(name) CAT(name, SFX)
 
-/* SGD with momentum (after the first step, which sets buf = g): g = dw + λ·w;
+/* SGD with momentum: g = dw + λ·w;  buf = g on the first step (`first`: buf is not read), else
  * buf = μ·buf + (1 - τ)·g;  w -= lr·(g + μ·buf) (Nesterov) or lr·buf. */
 static void FN(sgd_momentum)(T *w, T *buf, const T *dw, size_t count, T lr, T momentum, T dampening,
-                             T weight_decay, int nesterov) {
+                             T weight_decay, int nesterov, int first) {
     const T keep = 1 - dampening;
     for (size_t i = 0; i < count; i++) {
         const T g = weight_decay != 0 ? dw[i] + weight_decay * w[i] : dw[i];
-        const T b = momentum * buf[i] + (dampening != 0 ? keep * g : g);
+        const T b = first ? g : momentum * buf[i] + (dampening != 0 ? keep * g : g);
         buf[i] = b;
         w[i] -= lr * (nesterov ? g + momentum * b : b);
     }

@@ -43,7 +43,12 @@ two batch shards at once. A caller that runs the same layer repeatedly may pass 
 ``workspace`` dict: scratch arrays are then reused from one call to the next. A workspace belongs to
 one caller (one thread, one shard); the forward cache made with a workspace stays valid only until
 the next forward with the same workspace. Returned arrays (y, dx, dw, db) are never workspace
-memory.
+memory — except a y written into a ``frame`` (the next conv's input buffer, which lives in that
+conv's workspace and is rewritten by its next forward).
+
+Non-finite gradients: the fused ReLU's backward selects dy where y > 0 (zero elsewhere, as
+PyTorch's threshold backward), so a NaN or inf in dy where y <= 0 gives 0, where the unfused
+ReLU layer's multiply by the mask would give NaN.
 """
 
 from __future__ import annotations

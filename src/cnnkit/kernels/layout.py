@@ -58,10 +58,9 @@ def taps_view(a: np.ndarray, size, stride, out_hw, dilation=(1, 1), writeable: b
     """View (FH, FW, A, H', W', B) of a 4-D array ``a`` (A, H, W, B): ``[i, j]`` holds the element at
     offset (i·DH, j·DW) of every window, windows starting every (SH, SW).
 
-    For an NHWC array A is the batch and B the channels; for a (C, H, W, N) array A is the
-    channels and B the batch, and the view reshaped to (FH·FW·C, H'·W'·N) is the transposed
-    im2col matrix, rows in (i, j, c) order like a (FH, FW, C, K) weight. Writeable only where
-    windows do not overlap (each element then appears once).
+    For an NHWC array A is the batch and B the channels (the im2col path's windows); for a
+    (C, H, W, N) array A is the channels and B the batch (the NumPy pooling kernels pool such an
+    array as it is). Writeable only where windows do not overlap (each element then appears once).
     """
     n, _, _, c = a.shape
     (fh, fw), (sh, sw), (ho, wo), (dh, dw) = size, stride, out_hw, dilation
