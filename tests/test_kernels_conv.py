@@ -283,3 +283,21 @@ def test_output_written_into_a_frame_gives_the_same_values_and_gradients(dtype, 
     y2, _ = conv2d_forward(y, w2, None, (1, 1), ((2, 1), (3, 0)), workspace=consumer_ws)
     y2_copy, _ = conv2d_forward(np.ascontiguousarray(y0), w2, None, (1, 1), ((2, 1), (3, 0)))
     np.testing.assert_allclose(y2, y2_copy, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+@pytest.mark.parametrize("need_dx", [False, True])
+def test_overwrite_dy_gives_the_same_gradients(need_dx, rng):
+    """With ``overwrite_dy`` the fused ReLU's masked dy may go over dy itself (the first conv of a
+    model): the gradients are those of the call that leaves dy alone."""
+    x = from_batch_minor(rng.standard_normal((3, 6, 7, 4)))
+    w = rng.standard_normal((3, 3, 3, 16))
+    b = rng.standard_normal(16)
+    y, cache = conv2d_forward(x, w, b, (1, 1), ((1, 1), (1, 1)), relu=True)
+    dy = from_batch_minor(rng.standard_normal((16, 6, 7, 4)))  # batch-minor, as a conv's dx is
+    want = conv2d_backward(dy, cache, need_dx)
+    got = conv2d_backward(dy.copy(order="K"), cache, need_dx, overwrite_dy=True)
+    for g, e in zip(got, want):
+        if e is None:
+            assert g is None
+        else:
+            np.testing.assert_array_equal(g, e)

@@ -172,10 +172,10 @@ def _call_forward(layer, x, workspace, **kwargs):
         x, **kwargs)
 
 
-def _call_backward(layer, dy, cache, need_dx, workspace):
+def _call_backward(layer, dy, cache, need_dx, workspace, **kwargs):
     if workspace is not None:
-        return layer.backward_cached(dy, cache, need_dx, workspace=workspace)
-    return layer.backward_cached(dy, cache, need_dx)
+        return layer.backward_cached(dy, cache, need_dx, workspace=workspace, **kwargs)
+    return layer.backward_cached(dy, cache, need_dx, **kwargs)
 
 
 def _next_frame(layers, ops, t: int, workspaces, batch: int):
@@ -306,6 +306,7 @@ def _backward_shard(model, s: int, dy: np.ndarray, caches: list, need_input_grad
     workspaces = _workspaces(model, s, "train")
     layers = model.layers
     grads: list[dict[str, np.ndarray]] = [{} for _ in layers]
+    owned = False  # dy is the caller's until the first layer's backward has made a new one
     for kind, i, j in reversed(plan(layers)):
         need_dx = need_input_grad or i > 0
         if kind == "pool+relu":
@@ -313,8 +314,11 @@ def _backward_shard(model, s: int, dy: np.ndarray, caches: list, need_input_grad
             dy, _ = layers[j].backward_cached(dy, caches[j], need_dx)
         elif isinstance(layers[i], BatchNorm2d) and caches[i][0] == "train":
             dy, grads[i] = yield from _batchnorm_backward(dy, caches[i], need_dx)
-        else:  # a single layer, or Conv2d + ReLU (the ReLU's mask is in the conv's cache)
+        elif isinstance(layers[i], Conv2d) and not _overridden(layers[i]):  # with its fused ReLU, if any
+            dy, grads[i] = _call_backward(layers[i], dy, caches[i], need_dx, workspaces[i], overwrite_dy=owned)
+        else:
             dy, grads[i] = _call_backward(layers[i], dy, caches[i], need_dx, workspaces[i])
+        owned = True
     every_shard = yield (_gather, grads)
     _write_gradients(model, every_shard, s)
     return dy, grads

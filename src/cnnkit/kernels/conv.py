@@ -194,17 +194,22 @@ def _direct_path(stride: tuple[int, int], dtype: np.dtype) -> bool:
     return stride == (1, 1) and dtype in (np.float32, np.float64)
 
 
-def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, *, workspace: dict | None = None
-                    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+def conv2d_backward(dy: np.ndarray, cache, need_dx: bool = True, *, workspace: dict | None = None,
+                    overwrite_dy: bool = False) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Gradients ``(dx or None, dw, db or None)`` of :func:`conv2d_forward` for upstream ``dy``.
+
+    ``overwrite_dy``: the caller will not read ``dy`` again, so the fused ReLU's masked dy may be
+    written over it instead of into a scratch buffer (the first conv of a model, which has no dx
+    buffer to hold it).
 
     Shape:
         dy: (N, H', W', K) -> dx: (N, H, W, C), dw: (FH, FW, C, K), db: (K,)
     """
     direct, saved, w, g, has_bias, relu_y = cache
     dy = dy.astype(w.dtype, copy=False)
-    backward = _backward_direct if direct else _backward_nhwc
-    return backward(dy, saved, w, g, need_dx, has_bias, workspace, relu_y)
+    if direct:
+        return _backward_direct(dy, saved, w, g, need_dx, has_bias, workspace, relu_y, overwrite_dy)
+    return _backward_nhwc(dy, saved, w, g, need_dx, has_bias, workspace, relu_y)
 
 
 # --------------------------------------------------------------------------- NHWC
@@ -406,7 +411,7 @@ def _forward_direct(x, w, b, g: _Geometry, workspace, relu: bool, frame):
     return from_batch_minor(yc), (xpc, None)
 
 
-def _backward_direct(dy, saved, w, g: _Geometry, need_dx, has_bias, workspace, relu_y):
+def _backward_direct(dy, saved, w, g: _Geometry, need_dx, has_bias, workspace, relu_y, overwrite_dy=False):
     xpc, y_frame = saved
     dyc = to_batch_minor(dy)  # (K, H', W', N)
     # dx: the stride-1 correlation of dy, placed F_eff - 1 - P from the corner of a zero buffer z
@@ -421,7 +426,8 @@ def _backward_direct(dy, saved, w, g: _Geometry, need_dx, has_bias, workspace, r
     # all of it, else from a masked copy
     top, left = eh - pt, ew - pl
     from_z = z is not None and 0 <= top and top + g.ho <= z_shape[1] and 0 <= left and left + g.wo <= z_shape[2]
-    dym = dyc if relu_y is None or from_z else _scratch(workspace, "dy_masked", dyc.shape, dy.dtype)
+    in_place = overwrite_dy and np.shares_memory(dyc, dy)  # dyc is dy's own memory, not a copy
+    dym = dyc if relu_y is None or from_z or in_place else _scratch(workspace, "dy_masked", dyc.shape, dy.dtype)
     db = np.empty(g.k, dy.dtype) if has_bias else None
     if relu_y is not None or z is not None or db is not None:
         if relu_y is None:

@@ -118,8 +118,9 @@ class Conv2d(Layer):
         padding, no workspace, or not the direct stride-1 path)."""
         return direct_input_frame(workspace, self.stride_hw, self.pads, (batch, *self.input_shape), self.dtype)
 
-    def backward_cached(self, dy, cache, need_dx=True, workspace: dict | None = None):
-        dx, dw, db = conv2d_backward(dy, cache, need_dx, workspace=workspace)
+    def backward_cached(self, dy, cache, need_dx=True, workspace: dict | None = None, overwrite_dy: bool = False):
+        """``overwrite_dy``: ``dy`` is not needed afterwards (see :func:`~cnnkit.kernels.conv.conv2d_backward`)."""
+        dx, dw, db = conv2d_backward(dy, cache, need_dx, workspace=workspace, overwrite_dy=overwrite_dy)
         grads = {"weight": dw}
         if self.bias:
             grads["bias"] = db
