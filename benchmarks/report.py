@@ -55,7 +55,12 @@ def markdown(r: dict) -> str:
     lines += [f"Produced by `{r['command']}` (from the repository root), started {r['started']}, "
               f"{r.get('seconds', 0) / 60:.1f} min. Method: [README.md](README.md). "
               f"{m.get('cpu_model', '?')}, {m.get('cpus', '?')} CPUs, {r['settings']['threads']} threads on "
-              f"both sides, float32.", ""]
+              f"both sides, float32.", "",
+              "One run is one sample: PyTorch's figure moves by up to 30 % from one process to the next. The "
+              "median of three runs is in [MEDIAN.md](MEDIAN.md) (`python -m benchmarks.combine`); what bounds "
+              "each workload, with the experiments that did not pay, in "
+              "[README.md](README.md#what-bounds-cnnkit-here-issue-9-measured-2026-11-28); the per-layer "
+              "profiles at the end of this file say where the time goes.", ""]
     lines += _throughput(r) + _memory(r) + _mnist(r) + _startup(r) + _machine(r) + _profiles(r)
     return "\n".join(lines) + "\n"
 
