@@ -485,3 +485,24 @@ def test_maxpool_backward_refuses_bad_arguments_with_a_value_error():
             _native.maxpool_backward(*arrays, *geometry)
     with pytest.raises(ValueError, match="at most 256 taps"):
         _native.maxpool_backward(y, argmax, x, geometry[0], (16, 17), *geometry[2:])
+
+
+@pytest.mark.parametrize("frame", [(4, 4, 0, 0), (6, 9, 2, 1), (9, 9, -1, 0), (9, 9, 0, 5)])
+def test_a_frame_that_cannot_hold_the_output_is_refused(frame):
+    """conv_forward, conv_weight_grad, max pooling and backward_prep refuse a frame that is too
+    small or misplaced for the rows it should hold, naming the array and both sizes."""
+    x = np.zeros((2, 7, 7, 3), np.float32)
+    w = np.zeros((3, 3, 2, 4), np.float32)
+    geometry = ((2, 7, 7, 3), (3, 3, 4), (5, 5), (1, 1))
+    big = np.zeros((4, 9, 9, 3), np.float32)
+    calls = [
+        lambda: _native.conv_forward(x, w, None, big, *geometry, False, frame),
+        lambda: _native.conv_weight_grad(x, big, np.zeros_like(w), *geometry, 1, frame),
+        lambda: _native.maxpool_forward(np.zeros((2, 10, 10, 3), np.float32), np.zeros((2, 9, 9, 3), np.float32),
+                                        None, (2, 10, 10, 3), (2, 2), (2, 2), (0, 0), (5, 5), frame),
+        lambda: _native.backward_prep(np.zeros((4, 5, 5, 3), np.float32), big, None, None, None, (4, 5, 5, 3),
+                                      (7, 7, 1, 1), frame),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"the frame of (y|dy) must hold its 5x5 rows"):
+            call()

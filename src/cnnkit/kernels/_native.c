@@ -171,6 +171,29 @@ static int check_geometry(ConvGeom *g) {
     return 0;
 }
 
+/* Where an (A, H, W, B) array's rows sit: dense, or the interior at (top, left) of a larger
+ * (A, Hf, Wf, B) frame (the optional frame arguments; top = left = -1: none). In elements. */
+typedef struct {
+    size_t chan, row, off;
+    Py_ssize_t count; /* the size of the whole (frame) array */
+} Place;
+
+static int place_in_frame(Place *p, const char *what, int a, int h, int w, int b, int hf, int wf, int top,
+                          int left) {
+    if (top == -1 && left == -1) hf = h, wf = w, top = left = 0;
+    if (top < 0 || left < 0 || (long long)top + h > hf || (long long)left + w > wf ||
+        (p->count = product(4, a, hf, wf, b)) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "_native: the frame of %s must hold its %dx%d rows at (top, left); "
+                     "received a %dx%d frame at (%d, %d)", what, h, w, hf, wf, top, left);
+        return -1;
+    }
+    p->row = (size_t)wf * b;
+    p->chan = (size_t)hf * p->row;
+    p->off = (size_t)top * p->row + (size_t)left * b;
+    return 0;
+}
+
 static PyObject *py_conv_forward(PyObject *self, PyObject *args) {
     PyObject *ox, *ow, *ob, *oy;
     int hq = 0, wq = 0, qt = -1, ql = -1;
@@ -179,18 +202,10 @@ static PyObject *py_conv_forward(PyObject *self, PyObject *args) {
                           &g.wp, &g.n, &g.fh, &g.fw, &g.k, &g.ho, &g.wo, &g.dh, &g.dw, &g.relu, &hq, &wq, &qt, &ql))
         return NULL;
     if (check_geometry(&g) < 0) return NULL;
-    Py_ssize_t y_count = product(4, g.k, g.ho, g.wo, g.n);
-    if (qt >= 0 || ql >= 0) { /* y goes into the interior of a (K, Hq, Wq, N) frame at (qt, ql) */
-        if (qt < 0 || ql < 0 || (long long)qt + g.ho > hq || (long long)ql + g.wo > wq ||
-            (y_count = product(4, g.k, hq, wq, g.n)) < 0) {
-            PyErr_Clear();
-            PyErr_SetString(PyExc_ValueError, "_native: the output frame must hold y's rows at (top, left)");
-            return NULL;
-        }
-        g.out_row = (size_t)wq * g.n;
-        g.out_chan = (size_t)hq * g.out_row;
-        g.out_off = (size_t)qt * g.out_row + (size_t)ql * g.n;
-    }
+    Place yp; /* y dense, or in a (K, Hq, Wq, N) frame */
+    if (place_in_frame(&yp, "y", g.k, g.ho, g.wo, g.n, hq, wq, qt, ql) < 0) return NULL;
+    g.out_chan = yp.chan, g.out_row = yp.row, g.out_off = yp.off;
+    Py_ssize_t y_count = yp.count;
     Py_buffer x, w, b, y;
     char kind = 0;
     int has_b = ob != Py_None;
@@ -230,18 +245,10 @@ static PyObject *py_conv_weight_grad(PyObject *self, PyObject *args) {
         return NULL;
     if (check_geometry(&g) < 0) return NULL;
     if (rows_per_block < 1) rows_per_block = 1;
-    Py_ssize_t dy_count = product(4, g.k, g.ho, g.wo, g.n);
-    if (dt >= 0 || dl >= 0) { /* dy's rows in the interior of a (K, Hd, Wd, N) frame at (dt, dl) */
-        if (dt < 0 || dl < 0 || (long long)dt + g.ho > hd || (long long)dl + g.wo > wd ||
-            (dy_count = product(4, g.k, hd, wd, g.n)) < 0) {
-            PyErr_Clear();
-            PyErr_SetString(PyExc_ValueError, "_native: dy's frame must hold its rows at (top, left)");
-            return NULL;
-        }
-        g.dy_row = (size_t)wd * g.n;
-        g.dy_chan = (size_t)hd * g.dy_row;
-        g.dy_off = (size_t)dt * g.dy_row + (size_t)dl * g.n;
-    }
+    Place dp; /* dy dense, or in a (K, Hd, Wd, N) frame */
+    if (place_in_frame(&dp, "dy", g.k, g.ho, g.wo, g.n, hd, wd, dt, dl) < 0) return NULL;
+    g.dy_chan = dp.chan, g.dy_row = dp.row, g.dy_off = dp.off;
+    Py_ssize_t dy_count = dp.count;
     Py_buffer x, dy, dw;
     char kind = 0;
     if (get_buffer(ox, &x, "x", 0, product(4, g.c, g.hp, g.wp, g.n), &kind) < 0) return NULL;
@@ -305,21 +312,11 @@ static PyObject *py_maxpool_forward(PyObject *self, PyObject *args) {
                           &g.w, &g.b, &g.fh, &g.fw, &g.sh, &g.sw, &g.pt, &g.pl, &g.ho, &g.wo, &hq, &wq, &qt, &ql))
         return NULL;
     if (pool_geometry(&g) < 0) return NULL;
-    Py_ssize_t n_in = product(4, g.a, g.h, g.w, g.b), n_out = product(4, g.a, g.ho, g.wo, g.b), n_y = n_out;
-    g.y_r = (size_t)g.wo * g.b;
-    g.y_a = (size_t)g.ho * g.y_r;
-    g.y_off = 0;
-    if (qt >= 0 || ql >= 0) { /* y goes into the interior of an (A, Hq, Wq, B) frame at (qt, ql) */
-        if (qt < 0 || ql < 0 || (long long)qt + g.ho > hq || (long long)ql + g.wo > wq ||
-            (n_y = product(4, g.a, hq, wq, g.b)) < 0) {
-            PyErr_Clear();
-            PyErr_SetString(PyExc_ValueError, "_native: the output frame must hold y's rows at (top, left)");
-            return NULL;
-        }
-        g.y_r = (size_t)wq * g.b;
-        g.y_a = (size_t)hq * g.y_r;
-        g.y_off = (size_t)qt * g.y_r + (size_t)ql * g.b;
-    }
+    Py_ssize_t n_in = product(4, g.a, g.h, g.w, g.b), n_out = product(4, g.a, g.ho, g.wo, g.b);
+    Place yp; /* y dense, or in an (A, Hq, Wq, B) frame */
+    if (place_in_frame(&yp, "y", g.a, g.ho, g.wo, g.b, hq, wq, qt, ql) < 0) return NULL;
+    g.y_a = yp.chan, g.y_r = yp.row, g.y_off = yp.off;
+    Py_ssize_t n_y = yp.count;
     Py_buffer x, y, am;
     char kind = 0;
     int has_am = oam != Py_None;
@@ -375,7 +372,7 @@ fail_dy:
 
 static PyObject *py_backward_prep(PyObject *self, PyObject *args) {
     PyObject *ody, *oy, *odym, *oz, *odb;
-    int k, ho, wo, n, hz, wz, top, left, hy = -1, wy = -1, yt = 0, yl = 0;
+    int k, ho, wo, n, hz, wz, top, left, hy = 0, wy = 0, yt = -1, yl = -1;
     if (!PyArg_ParseTuple(args, "OOOOO(iiii)(iiii)|(iiii):backward_prep", &ody, &oy, &odym, &oz, &odb, &k, &ho, &wo,
                           &n, &hz, &wz, &top, &left, &hy, &wy, &yt, &yl))
         return NULL;
@@ -386,15 +383,10 @@ static PyObject *py_backward_prep(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "_native: z's (top, left) must be within (-H', Hz) and (-W', Wz)");
         return NULL;
     }
-    Py_ssize_t y_count = count;
-    if (hy < 0) { /* y dense, like dy */
-        hy = ho, wy = wo, yt = 0, yl = 0;
-    } else if (yt < 0 || yl < 0 || (long long)yt + ho > hy || (long long)yl + wo > wy ||
-               (y_count = product(4, k, hy, wy, n)) < 0) {
-        PyErr_Clear();
-        PyErr_SetString(PyExc_ValueError, "_native: y's frame must hold dy's rows at (top, left)");
-        return NULL;
-    }
+    Place yp; /* y dense like dy, or in a (K, Hy, Wy, N) frame */
+    if (place_in_frame(&yp, "y", k, ho, wo, n, hy, wy, yt, yl) < 0) return NULL;
+    if (yt == -1 && yl == -1) hy = ho, wy = wo, yt = yl = 0;
+    Py_ssize_t y_count = yp.count;
     PyObject *objs[5] = {ody, oy, odym, oz, odb};
     const char *names[5] = {"dy", "y", "dym", "z", "db"};
     Py_ssize_t need[5] = {count, y_count, count, oz != Py_None ? product(4, k, hz, wz, n) : 0, k};
