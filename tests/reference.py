@@ -152,3 +152,22 @@ def global_avgpool_backward(dy, x_shape):
     for ni, r, s in np.ndindex(n, h, w):
         dx[ni, r, s, :] = dy[ni] / (h * w)
     return dx
+
+
+def assert_threads_match_sequential(step, rounds: int = 1) -> None:
+    """``step(lo, hi)`` returns a sequence of arrays for images lo…hi-1 of 8: two threads running the
+    shards [0, 4) and [4, 8) at once get exactly the sequential results, ``rounds`` times over."""
+    import threading
+
+    expected = [step(0, 4), step(4, 8)]
+    results: list = [None, None]
+    for _ in range(rounds):
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, step(4 * i, 4 * i + 4)))
+                   for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for got, want in zip(results, expected):
+            for a, e in zip(got, want):
+                np.testing.assert_array_equal(a, e)

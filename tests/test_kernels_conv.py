@@ -12,7 +12,6 @@ the others im2col), and the im2col variants for every stride, forced through ``_
 from __future__ import annotations
 
 import itertools
-import threading
 import zlib
 
 import numpy as np
@@ -184,18 +183,7 @@ def test_two_threads_running_shards_at_once_get_the_sequential_results(rng, path
         y, cache = conv2d_forward(x[lo:hi], w, b, (1, 1), pads)
         return (y, *conv2d_backward(dy[lo:hi], cache))
 
-    expected = [step(0, 4), step(4, 8)]
-    results: list = [None, None]
-    for _ in range(5):
-        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, step(4 * i, 4 * i + 4)))
-                   for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        for got, want in zip(results, expected):
-            for a, e in zip(got, want):
-                np.testing.assert_array_equal(a, e)
+    ref.assert_threads_match_sequential(step, rounds=5)
 
 
 @pytest.mark.parametrize("pads", [((0, 0), (0, 0)), ((1, 0), (2, 1))])

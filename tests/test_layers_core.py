@@ -4,13 +4,12 @@ cifar-net end to end, output shapes (hypothesis), the dtype rule, and the bad-in
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+import reference as ref
 from cnnkit.errors import ShapeError
 from cnnkit.gradcheck import numerical_gradient, within_tolerance
 from cnnkit.layers import (AvgPool2d, Conv2d, Flatten, GlobalAvgPool2d, LeakyReLU, Linear, MaxPool2d, ReLU,
@@ -280,16 +279,7 @@ def test_two_threads_run_shards_of_one_model_at_once(rng):
         dx, grads = model.backward_cached(dz[lo:hi], caches)
         return [z, dx] + [g for layer_grads in grads for g in layer_grads.values()]
 
-    expected = [shard(0, 4), shard(4, 8)]
-    results: list = [None, None]
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, shard(4 * i, 4 * i + 4))) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for got, want in zip(results, expected):
-        for a, e in zip(got, want):
-            np.testing.assert_array_equal(a, e)
+    ref.assert_threads_match_sequential(shard)
 
 
 # --------------------------------------------------------------------------- shapes (hypothesis)

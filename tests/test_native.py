@@ -12,7 +12,6 @@ at the 256-tap limit, and argument checks of every entry point (each a ValueErro
 from __future__ import annotations
 
 import math
-import threading
 import zlib
 
 import numpy as np
@@ -233,18 +232,7 @@ def test_two_threads_running_wide_shards_at_once_get_the_sequential_results(dtyp
         y, cache = conv2d_forward(x[lo:hi], w, b, (1, 1), pads, relu=True)
         return (y, *conv2d_backward(dy[lo:hi], cache))
 
-    expected = [step(0, 4), step(4, 8)]
-    results: list = [None, None]
-    for _ in range(5):
-        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, step(4 * i, 4 * i + 4)))
-                   for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        for got, want in zip(results, expected):
-            for a, e in zip(got, want):
-                np.testing.assert_array_equal(a, e)
+    ref.assert_threads_match_sequential(step, rounds=5)
 
 
 # --------------------------------------------------------------------------- _native directly
