@@ -494,3 +494,33 @@ def test_a_frame_that_cannot_hold_the_output_is_refused(frame):
     for call in calls:
         with pytest.raises(ValueError, match=r"the frame of (y|dy) must hold its 5x5 rows"):
             call()
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["conv", "conv+relu"])
+@pytest.mark.parametrize("case", ["K37-C13-F3-P1", "K6-F5-same", "K20-C2-1x1-span46"])
+def test_the_pooled_forward_equals_conv_then_maxpool(case, relu):
+    """conv2d_maxpool2_values (inference: conv, its ReLU, and a 2×2 stride-2 max-pool in one pass)
+    equals the loop oracle's conv then max-pool, in float32 and float64, into a frame too; None
+    where the conv output has an odd side."""
+    from cnnkit.kernels.conv import conv2d_maxpool2_values
+
+    n, hw, c, k, f, _, _ = CONV_CASES[case]
+    hw = (hw[0] + hw[0] % 2, hw[1] + hw[1] % 2)  # even inputs; 'same'/1x1 keep them even
+    pads = shapes.resolve_padding(1 if f == (3, 3) else ("same" if f == (5, 5) else 0), hw, f, (1, 1), (1, 1))
+    rng = np.random.default_rng(zlib.crc32(repr((case, relu)).encode()))
+    x = rng.standard_normal((n, *hw, c)).astype(np.float32).astype(np.float64)
+    w = (rng.standard_normal((*f, c, k)) / math.sqrt(f[0] * f[1] * c)).astype(np.float32).astype(np.float64)
+    b = rng.standard_normal(k).astype(np.float32).astype(np.float64)
+    pre = ref.conv2d_forward(x, w, b, (1, 1), pads)
+    want = ref.maxpool2d_forward(np.maximum(pre, 0) if relu else pre, (2, 2), (2, 2))[0]
+    for dtype in DTYPES:
+        args = (x.astype(dtype), w.astype(dtype), b.astype(dtype), pads)
+        got = conv2d_maxpool2_values(*args, relu=relu)
+        assert got.dtype == dtype and is_batch_minor(got)
+        _close(got, want, dtype)
+        frame = (np.zeros((k, want.shape[1] + 3, want.shape[2] + 2, n), dtype), 2, 1)
+        framed = conv2d_maxpool2_values(*args, relu=relu, frame=frame)
+        assert framed.base is frame[0] and not frame[0][:, :2].any() and not frame[0][:, :, :1].any()
+        np.testing.assert_array_equal(framed, got)
+    odd = (x[:, :-1], w, b, pads)  # one row fewer: an odd output height
+    assert conv2d_maxpool2_values(*odd) is None

@@ -97,3 +97,10 @@ def test_one_pass_optimiser_steps_equal_numpy(native, dtype):
     for name, kw in test_optim.OPTIMISER_CASES:
         with pytest.MonkeyPatch.context() as mp:
             test_optim.test_one_pass_compiled_steps_equal_the_numpy_steps(name, kw, dtype, mp)
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["conv", "conv+relu"])
+def test_the_pooled_forward_equals_conv_then_maxpool(native, relu):
+    """The inference pass that pools as it convolves, at this width."""
+    for case in ("K37-C13-F3-P1", "K6-F5-same", "K20-C2-1x1-span46"):
+        test_native.test_the_pooled_forward_equals_conv_then_maxpool(case, relu)

@@ -191,6 +191,17 @@ def _next_frame(layers, ops, t: int, workspaces, batch: int):
     return layer.input_frame(workspaces[i], batch)
 
 
+def _pools_next(layers, ops, t: int) -> bool:
+    """Op ``t`` is a Conv2d (with or without its fused ReLU) and the next a 2 × 2, stride-2 unpadded
+    MaxPool2d, neither replaced on the instance."""
+    if t + 1 >= len(ops) or ops[t][0] not in ("layer", "conv+relu") or ops[t + 1][0] != "layer":
+        return False
+    conv, pool = layers[ops[t][1]], layers[ops[t + 1][1]]
+    return (isinstance(conv, Conv2d) and isinstance(pool, MaxPool2d) and not _overridden(conv)
+            and not _overridden(pool) and pool.filter_hw == (2, 2) and pool.stride_hw == (2, 2)
+            and pool.pads == ((0, 0), (0, 0)))
+
+
 def _run_forward(model, ops, x, workspaces, masks: dict, batch: int, keep: bool):
     """Generator: the layers on one shard's ``x``; returns ``(y, caches)`` (caches None unless
     ``keep``); yields at the barriers of training-mode BatchNorm layers. A conv or max-pool (with or
@@ -198,8 +209,17 @@ def _run_forward(model, ops, x, workspaces, masks: dict, batch: int, keep: bool)
     zero-bordered input buffer."""
     layers = model.layers
     caches: list[Any] = [None] * len(layers)
+    pooled = -1  # the op already run by a conv's pooled forward
     for t, (kind, i, j) in enumerate(ops):
         layer = layers[i]
+        if t == pooled:
+            continue
+        if not keep and _pools_next(layers, ops, t):  # inference: conv (+ ReLU) and a 2×2 max-pool at once
+            y = layer.forward_pooled(x, workspaces[i], relu=kind == "conv+relu",
+                                     frame=_next_frame(layers, ops, t + 1, workspaces, len(x)))
+            if y is not None:
+                x, pooled = y, t + 1
+                continue
         if kind == "conv+relu":
             frame = _next_frame(layers, ops, t, workspaces, len(x))
             x, caches[i] = _call_forward(layer, x, workspaces[i], relu=True, frame=frame)

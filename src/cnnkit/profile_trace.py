@@ -182,7 +182,7 @@ class _NativeProxy(types.ModuleType):
     geometry ((C, Hp, Wp, N), (FH, FW, K), (H', W')); its other calls (the backward's mask-and-place
     pass, max pooling) as element-wise work."""
 
-    _CONVOLUTIONS = {"conv_forward": 4, "conv_weight_grad": 3}  # where the geometry arguments start
+    _CONVOLUTIONS = {"conv_forward": 4, "conv_forward_pool2": 4, "conv_weight_grad": 3}  # geometry arguments
 
     def __init__(self, module: types.ModuleType) -> None:
         super().__init__(module.__name__)

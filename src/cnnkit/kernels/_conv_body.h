@@ -101,23 +101,14 @@ static void FN(fwd_scalar)(const ConvGeom *g, const T *xs, const T *w, const T *
         if (k0 + 1 <= g->k) { FN(fwd_1_##NV)(g, off, xs, w, k0, b, ys + (size_t)k0 * g->out_chan); k0 += 1; } \
     } while (0)
 
-/* y (K, H', W', N) = x (C, Hp, Wp, N) ⋆ w (FH, FW, C, K) + b, optionally max(·, 0). Returns -1
- * when the table of row offsets cannot be allocated. */
-static int FN(conv_forward)(const ConvGeom *g, const T *x, const T *w, const T *b, T *y) {
+/* Output rows r0…r1-1 of the forward, row r written at y + out_off + (r - r0)·out_row (filter k
+ * at + k·out_chan); `off` is the table of (i, j, c) row offsets. */
+static void FN(forward_rows)(const ConvGeom *g, const size_t *off, const T *x, const T *w, const T *b, T *y, int r0,
+                             int r1) {
     const size_t span = (size_t)g->wo * g->n;
-    size_t *off = malloc(sizeof(size_t) * g->fh * g->fw * g->c);  /* offset of row (i, j, c) */
-    if (!off) return -1;
-    ConvGeom gp = *g;  /* prefetch when a block's rows (NV = 3 or 4 vectors each) overflow 32 KiB */
-    gp.prefetch = (size_t)g->fh * g->fw * g->c * (g->k <= 6 ? 4 : 3) * VBYTES > (32u << 10);
-    g = &gp;
-    for (int i = 0; i < g->fh; i++)
-        for (int j = 0; j < g->fw; j++)
-            for (int c = 0; c < g->c; c++)
-                off[((size_t)i * g->fw + j) * g->c + c] = (size_t)c * g->chan_x + (size_t)i * g->dh * g->row_x
-                                                          + (size_t)j * g->dw * g->n;
-    for (int r = 0; r < g->ho; r++) {
+    for (int r = r0; r < r1; r++) {
         const T *xr = x + (size_t)r * g->row_x;
-        T *yr = y + g->out_off + (size_t)r * g->out_row;
+        T *yr = y + g->out_off + (size_t)(r - r0) * g->out_row;
         size_t s = 0;
         if (g->k <= 6) /* few filters: 6 × 4 vectors (LeNet's conv1, and its conv2's dx) */
             for (; s + 4 * VL <= span; s += 4 * VL) {
@@ -144,7 +135,63 @@ static int FN(conv_forward)(const ConvGeom *g, const T *x, const T *w, const T *
         }
         if (s < span) FN(fwd_scalar)(g, xr + s, w, b, yr + s, (int)(span - s));
     }
+}
+
+/* The offsets of the (i, j, c) rows, and whether to prefetch them (a block's rows, NV = 3 or 4
+ * vectors each, overflow 32 KiB); NULL when out of memory. */
+static size_t *FN(row_offsets)(ConvGeom *g) {
+    size_t *off = malloc(sizeof(size_t) * g->fh * g->fw * g->c);
+    if (!off) return NULL;
+    g->prefetch = (size_t)g->fh * g->fw * g->c * (g->k <= 6 ? 4 : 3) * VBYTES > (32u << 10);
+    for (int i = 0; i < g->fh; i++)
+        for (int j = 0; j < g->fw; j++)
+            for (int c = 0; c < g->c; c++)
+                off[((size_t)i * g->fw + j) * g->c + c] = (size_t)c * g->chan_x + (size_t)i * g->dh * g->row_x
+                                                          + (size_t)j * g->dw * g->n;
+    return off;
+}
+
+/* y (K, H', W', N) = x (C, Hp, Wp, N) ⋆ w (FH, FW, C, K) + b, optionally max(·, 0). Returns -1
+ * when the table of row offsets cannot be allocated. */
+static int FN(conv_forward)(const ConvGeom *g, const T *x, const T *w, const T *b, T *y) {
+    ConvGeom gp = *g;
+    size_t *off = FN(row_offsets)(&gp);
+    if (!off) return -1;
+    FN(forward_rows)(&gp, off, x, w, b, y, 0, g->ho);
     free(off);
+    return 0;
+}
+
+/* The forward followed by a 2 × 2, stride-2 max pooling (inference): rows 2p and 2p + 1 of the
+ * convolution go to a two-row scratch block, and only their pooled row p is written to y, at
+ * out_off + k·out_chan + p·out_row (H' and W' even). The maximum propagates NaN, as np.maximum. */
+static int FN(conv_forward_pool2)(const ConvGeom *g, const T *x, const T *w, const T *b, T *y) {
+    const size_t span = (size_t)g->wo * g->n, n = g->n;
+    ConvGeom gp = *g; /* the convolution's rows go to the scratch block: filter k at 2·span */
+    size_t *off = FN(row_offsets)(&gp);
+    T *rows = malloc(sizeof(T) * 2 * span * g->k);
+    if (!off || !rows) {
+        free(off); free(rows);
+        return -1;
+    }
+    gp.out_chan = 2 * span, gp.out_row = span, gp.out_off = 0;
+    for (int p = 0; p < g->ho / 2; p++) {
+        FN(forward_rows)(&gp, off, x, w, b, rows, 2 * p, 2 * p + 2);
+        for (int k = 0; k < g->k; k++) {
+            const T *r0 = rows + (size_t)k * 2 * span, *r1 = r0 + span;
+            T *yp = y + g->out_off + (size_t)k * g->out_chan + (size_t)p * g->out_row;
+            for (int q = 0; q < g->wo / 2; q++)
+                for (size_t e = 0; e < n; e++) {
+                    const size_t a = 2 * q * n + e;
+                    T m = r0[a], v;
+                    v = r0[a + n]; m = (v > m || v != v) ? v : m;
+                    v = r1[a]; m = (v > m || v != v) ? v : m;
+                    v = r1[a + n]; m = (v > m || v != v) ? v : m;
+                    yp[q * n + e] = m;
+                }
+        }
+    }
+    free(off); free(rows);
     return 0;
 }
 

@@ -194,16 +194,24 @@ static int place_in_frame(Place *p, const char *what, int a, int h, int w, int b
     return 0;
 }
 
-static PyObject *py_conv_forward(PyObject *self, PyObject *args) {
+/* conv_forward, and with `pooled` conv_forward_pool2 (y then holds the 2 × 2 max-pooled output). */
+static PyObject *conv_forward_call(PyObject *args, int pooled) {
     PyObject *ox, *ow, *ob, *oy;
     int hq = 0, wq = 0, qt = -1, ql = -1;
     ConvGeom g = {0};
-    if (!PyArg_ParseTuple(args, "OOOO(iiii)(iii)(ii)(ii)p|(iiii):conv_forward", &ox, &ow, &ob, &oy, &g.c, &g.hp,
-                          &g.wp, &g.n, &g.fh, &g.fw, &g.k, &g.ho, &g.wo, &g.dh, &g.dw, &g.relu, &hq, &wq, &qt, &ql))
+    if (!PyArg_ParseTuple(args, pooled ? "OOOO(iiii)(iii)(ii)(ii)p|(iiii):conv_forward_pool2"
+                                       : "OOOO(iiii)(iii)(ii)(ii)p|(iiii):conv_forward",
+                          &ox, &ow, &ob, &oy, &g.c, &g.hp, &g.wp, &g.n, &g.fh, &g.fw, &g.k, &g.ho, &g.wo, &g.dh,
+                          &g.dw, &g.relu, &hq, &wq, &qt, &ql))
         return NULL;
     if (check_geometry(&g) < 0) return NULL;
+    if (pooled && (g.ho % 2 || g.wo % 2)) {
+        PyErr_Format(PyExc_ValueError, "_native: 2x2 pooling needs an even output size; received %dx%d", g.ho, g.wo);
+        return NULL;
+    }
     Place yp; /* y dense, or in a (K, Hq, Wq, N) frame */
-    if (place_in_frame(&yp, "y", g.k, g.ho, g.wo, g.n, hq, wq, qt, ql) < 0) return NULL;
+    if (place_in_frame(&yp, "y", g.k, pooled ? g.ho / 2 : g.ho, pooled ? g.wo / 2 : g.wo, g.n, hq, wq, qt, ql) < 0)
+        return NULL;
     g.out_chan = yp.chan, g.out_row = yp.row, g.out_off = yp.off;
     Py_ssize_t y_count = yp.count;
     Py_buffer x, w, b, y;
@@ -216,9 +224,9 @@ static PyObject *py_conv_forward(PyObject *self, PyObject *args) {
     int status;
     Py_BEGIN_ALLOW_THREADS
     if (kind == 'f')
-        status = conv_forward_f32(&g, x.buf, w.buf, has_b ? b.buf : NULL, y.buf);
+        status = (pooled ? conv_forward_pool2_f32 : conv_forward_f32)(&g, x.buf, w.buf, has_b ? b.buf : NULL, y.buf);
     else
-        status = conv_forward_f64(&g, x.buf, w.buf, has_b ? b.buf : NULL, y.buf);
+        status = (pooled ? conv_forward_pool2_f64 : conv_forward_f64)(&g, x.buf, w.buf, has_b ? b.buf : NULL, y.buf);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&y);
     if (has_b) PyBuffer_Release(&b);
@@ -234,6 +242,10 @@ fail_x:
     PyBuffer_Release(&x);
     return NULL;
 }
+
+static PyObject *py_conv_forward(PyObject *self, PyObject *args) { return conv_forward_call(args, 0); }
+
+static PyObject *py_conv_forward_pool2(PyObject *self, PyObject *args) { return conv_forward_call(args, 1); }
 
 static PyObject *py_conv_weight_grad(PyObject *self, PyObject *args) {
     PyObject *ox, *ody, *odw;
@@ -497,6 +509,9 @@ static PyMethodDef methods[] = {
      "conv_weight_grad(x, dy, dw, (C, Hp, Wp, N), (FH, FW, K), (H', W'), (DH, DW), rows_per_block"
      "[, (Hd, Wd, top, left)]): dw = Σ windows of x · dy (stride 1), written into dw; dy dense (K, H', W', N), "
      "or the interior of a (K, Hd, Wd, N) frame."},
+    {"conv_forward_pool2", py_conv_forward_pool2, METH_VARARGS,
+     "conv_forward_pool2(x, w, b, y, (C, Hp, Wp, N), (FH, FW, K), (H', W'), (DH, DW), relu[, (Hq, Wq, top, left)]): "
+     "conv_forward followed by 2 × 2, stride-2 max pooling (H', W' even): y (K, H'/2, W'/2, N) or its frame."},
     {"backward_prep", py_backward_prep, METH_VARARGS,
      "backward_prep(dy, y or None, dym or None, z or None, db or None, (K, H', W', N), (Hz, Wz, top, left)"
      "[, (Hy, Wy, top, left)]): in one pass, dym = dy·[y > 0], db = Σ dym per filter, z = dym placed at "

@@ -171,22 +171,52 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride=(1
                [4., 6., 6., 4.]])
     """
     dtype = x.dtype
-    n, h, wd, c = x.shape
-    fh, fw, _, k = w.shape
+    g = _geometry(x.shape, w.shape, stride, pads, dilation)
+    w = w.astype(dtype, copy=False)
+    direct = _direct_path(g.stride, dtype)
+    if direct:
+        y, saved = _forward_direct(x, w, b, g, workspace, relu, frame)
+    else:
+        y, saved = _forward_nhwc(x, w, b, g, workspace, relu)
+    return y, (direct, saved, w, g, b is not None, y if relu else None)
+
+
+def conv2d_maxpool2_values(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, pads: Pads = ((0, 0), (0, 0)),
+                           dilation=(1, 1), *, workspace: dict | None = None, relu: bool = False,
+                           frame: tuple[np.ndarray, int, int] | None = None) -> np.ndarray | None:
+    """Inference: a stride-1 conv (with its fused ReLU when ``relu``) followed by a 2 × 2, stride-2
+    max pooling, in one compiled pass that keeps only two output rows at a time instead of the
+    whole conv output. Returns the pooled (N, H'/2, W'/2, K) values (batch-minor; in ``frame``'s
+    interior when it fits), or None where it does not apply (stride > 1 path, odd H' or W'): then
+    run the two layers as usual. The values are those of the two layers (max and ReLU commute)."""
+    g = _geometry(x.shape, w.shape, (1, 1), pads, dilation)
+    if not _direct_path(g.stride, x.dtype) or g.ho % 2 or g.wo % 2:
+        return None
+    xpc = _direct_input(x, g, workspace)
+    b = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    w = np.ascontiguousarray(w, dtype=x.dtype)
+    geometry = _direct_geometry(g, g.c, g.padded_hw, g.k, (g.ho, g.wo))
+    shape = (g.k, g.ho // 2, g.wo // 2, g.n)
+    yc = in_frame(frame, shape) if frame is not None and frame[0].dtype == x.dtype else None
+    if yc is not None:
+        buf, top, left = frame
+        _native.conv_forward_pool2(xpc, w, b, buf, *geometry, relu, (*buf.shape[1:3], top, left))
+    else:
+        yc = np.empty(shape, x.dtype)
+        _native.conv_forward_pool2(xpc, w, b, yc, *geometry, relu)
+    return from_batch_minor(yc)
+
+
+def _geometry(x_shape, w_shape, stride, pads, dilation) -> "_Geometry":
+    n, h, wd, c = x_shape
+    fh, fw, _, k = w_shape
     pads = (tuple(pads[0]), tuple(pads[1]))
     (pt, pb), (pl, pr) = pads
     stride, dilation = tuple(stride), tuple(dilation)
     # the layer has checked the sizes (strict by default); the kernel takes the floor, as asked
     ho = conv_output_size(h, fh, stride[0], (pt, pb), dilation[0], rounding="floor")
     wo = conv_output_size(wd, fw, stride[1], (pl, pr), dilation[1], rounding="floor")
-    g = _Geometry(n, h, wd, c, fh, fw, k, ho, wo, stride, pads, dilation)
-    w = w.astype(dtype, copy=False)
-    direct = _direct_path(stride, dtype)
-    if direct:
-        y, saved = _forward_direct(x, w, b, g, workspace, relu, frame)
-    else:
-        y, saved = _forward_nhwc(x, w, b, g, workspace, relu)
-    return y, (direct, saved, w, g, b is not None, y if relu else None)
+    return _Geometry(n, h, wd, c, fh, fw, k, ho, wo, stride, pads, dilation)
 
 
 def _direct_path(stride: tuple[int, int], dtype: np.dtype) -> bool:
@@ -390,15 +420,21 @@ def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
             and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
+def _direct_input(x, g: _Geometry, workspace) -> np.ndarray:
+    """The (padded) batch-minor input of the direct path: one copy at most, the input transposed
+    straight into the zero-bordered buffer, and none when the layer before wrote it there."""
+    if not g.padded:
+        return to_batch_minor(x)  # (C, H, W, N): a view when x is batch-minor already
+    xpc, pt, pl = direct_input_frame(workspace, g.stride, g.pads, x.shape, x.dtype) or (
+        np.zeros((g.c, *g.padded_hw, g.n), x.dtype), g.pads[0][0], g.pads[1][0])
+    interior, xt = xpc[:, pt:pt + g.h, pl:pl + g.wd, :], x.transpose(3, 1, 2, 0)
+    if not _same_memory(interior, xt):  # the layer before wrote it there already
+        interior[...] = xt
+    return xpc
+
+
 def _forward_direct(x, w, b, g: _Geometry, workspace, relu: bool, frame):
-    if g.padded:  # one copy at most: the input transposed straight into the zero-bordered buffer
-        xpc, pt, pl = direct_input_frame(workspace, g.stride, g.pads, x.shape, x.dtype) or (
-            np.zeros((g.c, *g.padded_hw, g.n), x.dtype), g.pads[0][0], g.pads[1][0])
-        interior, xt = xpc[:, pt:pt + g.h, pl:pl + g.wd, :], x.transpose(3, 1, 2, 0)
-        if not _same_memory(interior, xt):  # the layer before wrote it there already
-            interior[...] = xt
-    else:
-        xpc = to_batch_minor(x)  # (C, H, W, N): a view when x is batch-minor already
+    xpc = _direct_input(x, g, workspace)
     b = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     geometry = _direct_geometry(g, g.c, g.padded_hw, g.k, (g.ho, g.wo))
     yc = in_frame(frame, (g.k, g.ho, g.wo, g.n)) if frame is not None and frame[0].dtype == x.dtype else None

@@ -7,7 +7,7 @@ import numpy as np
 from .. import shapes
 from ..errors import ShapeError, SpecError
 from ..init import INITIALISERS, initialise
-from ..kernels.conv import conv2d_backward, conv2d_forward, direct_input_frame
+from ..kernels.conv import conv2d_backward, conv2d_forward, conv2d_maxpool2_values, direct_input_frame
 from .base import Layer, Shape
 
 
@@ -111,6 +111,16 @@ class Conv2d(Layer):
         b = self.params["bias"].value if self.bias else None
         return conv2d_forward(x, self.params["weight"].value, b, self.stride_hw, self.pads, self.dilation_hw,
                               workspace=workspace, relu=relu, frame=frame)
+
+    def forward_pooled(self, x, workspace: dict | None = None, relu: bool = False, frame=None):
+        """Inference: this conv (with ``relu``: and a ReLU) followed by a 2 × 2, stride-2 max
+        pooling, in one pass (see :func:`cnnkit.kernels.conv.conv2d_maxpool2_values`); None where
+        that does not apply."""
+        if self.stride_hw != (1, 1):
+            return None
+        b = self.params["bias"].value if self.bias else None
+        return conv2d_maxpool2_values(x, self.params["weight"].value, b, self.pads, self.dilation_hw,
+                                      workspace=workspace, relu=relu, frame=frame)
 
     def input_frame(self, workspace: dict | None, batch: int):
         """The buffer this conv copies a batch of ``batch`` inputs into (with the zero border of its
