@@ -21,8 +21,10 @@ ReLU's mask applied in the conv backward's first pass over dy); a ReLU followed 
 runs after the pool, on 1/(FH·FW) of the values (max and ReLU commute: max(relu(a), relu(b)) =
 relu(max(a, b)), and the gradients agree, ties included). Inference pools without the argmax
 bookkeeping. A conv or max-pool that feeds a padded conv writes its output straight into that
-conv's zero-bordered input buffer (see :func:`cnnkit.kernels.conv.direct_input_frame`), and in
-inference the layers from the first vector output on run on blocks of a shard's images at once. :meth:`Sequential.activations`
+conv's zero-bordered input buffer (see :func:`cnnkit.kernels.conv.direct_input_frame`). In
+inference a conv (with its ReLU) followed by a 2 × 2, stride-2 max-pool runs as one pass that
+writes only the pooled output (:func:`cnnkit.kernels.conv.conv2d_maxpool2_values`), and the layers
+from the first vector output on run on blocks of a shard's images at once. :meth:`Sequential.activations`
 and the ``*_cached`` pair do not fuse: they give every layer's own output; nor do layers whose
 methods were replaced on the instance (``cnnkit profile`` clocks each layer that way, so it times
 the unfused chain).
