@@ -478,13 +478,12 @@ def _backward_direct(dy, saved, w, g: _Geometry, need_dx, has_bias, workspace, r
     dw = np.empty(w.shape, dy.dtype)
     # rows per block of the weight gradient's leftover filters (K mod the vector width): their
     # input rows and dy rows in the core's L1 cache
-    row_bytes = (g.c * g.padded_hw[1] + g.k * g.wo) * g.n * dy.itemsize
+    rows = max(1, DIRECT_DW_BYTES // ((g.c * g.padded_hw[1] + g.k * g.wo) * g.n * dy.itemsize))
     geometry = _direct_geometry(g, g.c, g.padded_hw, g.k, (g.ho, g.wo))
-    if from_z:
-        _native.conv_weight_grad(xpc, z, dw, *geometry, max(1, DIRECT_DW_BYTES // row_bytes),
-                                 (*z_shape[1:3], top, left))
+    if from_z:  # dy's masked rows, read where they sit in z
+        _native.conv_weight_grad(xpc, z, dw, *geometry, rows, (*z_shape[1:3], top, left))
     else:
-        _native.conv_weight_grad(xpc, dym, dw, *geometry, max(1, DIRECT_DW_BYTES // row_bytes))
+        _native.conv_weight_grad(xpc, dym, dw, *geometry, rows)
     if not need_dx:
         return None, dw, db
     w_flip = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))  # (FH, FW, K, C)

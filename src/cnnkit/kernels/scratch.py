@@ -41,11 +41,11 @@ def scratch(workspace: dict | None, key: str, shape: tuple[int, ...], dtype) -> 
     return buf[:size].reshape(shape)
 
 
-def placed(workspace: dict | None, key: str, src: np.ndarray, shape: tuple[int, ...], top: int, left: int,
-            mask: np.ndarray | None = None) -> np.ndarray:
+def placed(workspace: dict | None, key: str, src: np.ndarray, shape: tuple[int, ...], top: int, left: int
+           ) -> np.ndarray:
     """A scratch array of ``shape`` (n, H, W, C): zeros with ``src`` (n, h, w, C) at rows ``top``…,
-    cols ``left``… (cropped where it falls outside); with ``mask``, ``src``·[mask > 0] (a fused
-    ReLU's backward). The zeros are written only when the buffer last held another placement."""
+    cols ``left``… (cropped where it falls outside). The zeros are written only when the buffer last
+    held another placement."""
     dst = scratch(workspace, key, shape, src.dtype)
     hh, ww = dst.shape[1:3]
     r0, c0 = max(top, 0), max(left, 0)
@@ -62,11 +62,7 @@ def placed(workspace: dict | None, key: str, src: np.ndarray, shape: tuple[int, 
         dst[:, r0:r1, c1:].fill(0)
         if store is not None:
             store[key + "#zeros"] = tag
-    inner = (slice(None), slice(r0 - top, r1 - top), slice(c0 - left, c1 - left))
-    if mask is None:
-        dst[:, r0:r1, c0:c1] = src[inner]
-    else:
-        np.multiply(src[inner], mask[inner] > 0, out=dst[:, r0:r1, c0:c1])
+    dst[:, r0:r1, c0:c1] = src[:, r0 - top:r1 - top, c0 - left:c1 - left]
     return dst
 
 
